@@ -1,0 +1,131 @@
+"""Command line: `python -m automodel <verb> [key=value ...] [--cfg job] [--help]`.
+
+The verb is popped; the rest are Hydra overrides composed over conf/ with Hydra's Compose
+API, so that every error (Hydra's included) comes out as one line with exit code 2.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+
+from automodel import __version__
+from automodel.config import CONF_DIR, SPACES_DIR, ConfigError
+
+VERBS = {
+    "search": "run a model search, or resume the study of the same name",
+    "status": "list the studies under runs_dir, or the top trials of study.name=...",
+}
+
+EXIT_USAGE = 2
+
+
+def usage() -> str:
+    verbs = "\n".join(f"  {name:<8} {text}" for name, text in VERBS.items())
+    groups = []
+    for group in sorted(p for p in CONF_DIR.iterdir() if p.is_dir()):
+        options = ", ".join(sorted(f.stem for f in group.glob("*.yaml")))
+        groups.append(f"  {group.name}={{{options}}}")
+    spaces = ", ".join(sorted(p.stem for p in SPACES_DIR.glob("*.yaml")))
+    return (
+        f"automodel {__version__}: automated neural-network search\n\n"
+        "usage: python -m automodel <verb> [key=value ...] [--cfg job] [--help]\n\n"
+        f"verbs:\n{verbs}\n\n"
+        "config groups (pick one with group=name):\n" + "\n".join(groups) + "\n"
+        f"  search_space={{{spaces}}} or a path to a YAML file\n\n"
+        "any value can be overridden, for example:\n"
+        "  python -m automodel search data=mnist1d search_space=cnn study.n_trials=40\n"
+        "  python -m automodel search trainer.max_epochs=10 study.pruner=hyperband seed=1\n"
+        "  python -m automodel search --cfg job      # print the resolved config and exit\n"
+        "  python -m automodel status study.name=digits-mlp\n"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(usage())
+        return 0 if argv else EXIT_USAGE
+    if argv[0] in ("-V", "--version"):
+        print(__version__)
+        return 0
+    verb, args = argv[0], argv[1:]
+    if verb not in VERBS:
+        print(f"error: unknown verb {verb!r}; known: {', '.join(VERBS)}", file=sys.stderr)
+        return EXIT_USAGE
+    if "--help" in args or "-h" in args:
+        print(usage())
+        return 0
+    show_cfg, overrides = _pop_cfg(args)
+    try:
+        return _run(verb, overrides, show_cfg)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(
+            "\ninterrupted: finished trials are saved; rerun the same command to resume",
+            file=sys.stderr,
+        )
+        return 130
+
+
+def _pop_cfg(args: list[str]) -> tuple[str | None, list[str]]:
+    """Take Hydra's `--cfg job|hydra|all` (or `-c job`) out of the overrides."""
+    show, rest, i = None, [], 0
+    while i < len(args):
+        if args[i] in ("--cfg", "-c"):
+            show = args[i + 1] if i + 1 < len(args) else ""
+            if show not in ("job", "all"):
+                raise SystemExit(_usage_error(f"--cfg takes job or all, got {show!r}"))
+            i += 2
+            continue
+        rest.append(args[i])
+        i += 1
+    return show, rest
+
+
+def _usage_error(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def _run(verb: str, overrides: list[str], show_cfg: str | None) -> int:
+    from omegaconf import OmegaConf
+
+    from automodel import config
+
+    cfg = config.compose(overrides)
+    if show_cfg:
+        print(OmegaConf.to_yaml(cfg, resolve=True), end="")
+        return 0
+    run = config.to_run_config(cfg)
+    command = "python -m automodel " + " ".join(shlex.quote(a) for a in [verb, *overrides])
+    if verb == "search":
+        return _search(run, command)
+    if verb == "status":
+        from automodel import status
+
+        one = any(o.lstrip("+").startswith("study.name=") for o in overrides)
+        return status.show(run, one_study=one)
+    raise AssertionError(verb)
+
+
+def _search(run, command: str) -> int:
+    from automodel import search
+
+    try:
+        summary = search.search(run, command)
+    except search.SearchStopped as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    if run.quiet:
+        print(Path(run.study_dir) / "summary.json")
+    else:
+        search.print_summary(summary)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

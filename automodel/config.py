@@ -1,0 +1,249 @@
+"""Run settings: compose the Hydra config, convert it to typed dataclasses, validate it.
+
+Hydra composes `conf/` plus the command-line overrides; this module is the only place that
+turns the resulting DictConfig into plain, checked dataclasses. Every problem raises
+`ConfigError` with one line that names the key, the bad value and what would be valid.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+ROOT = Path(__file__).resolve().parent.parent
+CONF_DIR = ROOT / "conf"
+SPACES_DIR = ROOT / "search_spaces"
+
+SAMPLERS = ("tpe", "random", "cmaes", "gp", "qmc")
+PRUNERS = ("median", "percentile", "successive_halving", "hyperband", "none")
+_STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+class ConfigError(ValueError):
+    """Bad user input: the command line prints the message alone and exits with code 2."""
+
+
+@dataclass
+class DataConfig:
+    name: str = "digits"
+    val_fraction: float = 0.2
+    test_fraction: float = 0.2
+    # synthetic only
+    n_samples: int = 600
+    n_features: int = 16
+    n_classes: int = 3
+
+
+@dataclass
+class StudyConfig:
+    name: str | None = None
+    n_trials: int = 100
+    timeout: float | None = None
+    sampler: str = "tpe"
+    pruner: str = "median"
+    storage: str | None = None
+    keep_top_k: int = 1
+    max_failure_fraction: float = 0.5
+    failure_window: int = 20
+
+
+@dataclass
+class TrainerConfig:
+    max_epochs: int = 30
+    eval_batch_size: int = 2048
+    threads: int | None = None
+
+
+@dataclass
+class TrackingConfig:
+    enabled: bool = True
+    uri: str | None = None
+    experiment: str = "automodel"
+    registered_model: str | None = None
+
+
+@dataclass
+class RunConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    study: StudyConfig = field(default_factory=StudyConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    search_space: str = "mlp"
+    seed: int = 0
+    runs_dir: str = "runs"
+    devices: Any = "auto"  # "auto", "cpu" or a list of GPU ids
+    workers: int = 1
+    trials_per_device: int = 1
+    quiet: bool = False
+    # Extra keys some verbs take (export's trial number); not part of conf/.
+    trial: int | None = None
+
+    @property
+    def study_dir(self) -> Path:
+        return Path(self.runs_dir) / self.study.name
+
+
+def compose(overrides: list[str]) -> DictConfig:
+    """Compose conf/ with command-line overrides, turning Hydra's errors into one line."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.errors import HydraException
+
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            return hydra_compose(config_name="config", overrides=overrides)
+    except (HydraException, OmegaConfBaseException) as err:
+        unknown = re.match(r"Could not override '([^']+)'", str(err))
+        if unknown and "not in struct" in str(err.__cause__ or ""):
+            raise ConfigError(_unknown_key(unknown.group(1))) from None
+        raise ConfigError(_one_line(str(err))) from None
+
+
+def _unknown_key(key: str) -> str:
+    """Hydra suggests `+key=` for a typo; name the valid keys at that level instead."""
+    node: Any = OmegaConf.structured(RunConfig)
+    parent = key.rpartition(".")[0]
+    for part in parent.split(".") if parent else []:
+        node = node.get(part) if isinstance(node, DictConfig) else None
+    if not isinstance(node, DictConfig):
+        return f"unknown key {key!r}"
+    where = f" in {parent}" if parent else ""
+    return f"unknown key {key!r}; valid keys{where}: {', '.join(node.keys())}"
+
+
+def _one_line(message: str) -> str:
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    # Hydra appends full_key/object_type diagnostics that repeat what the first lines say.
+    lines = [
+        line
+        for line in lines
+        if not line.startswith(("full_key:", "object_type", "reference_type"))
+    ]
+    return "; ".join(lines)
+
+
+def to_run_config(cfg: DictConfig) -> RunConfig:
+    """Merge the composed config into the typed schema and validate every value."""
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(RunConfig), cfg)
+        run = OmegaConf.to_object(merged)
+    except OmegaConfBaseException as err:
+        raise ConfigError(_omegaconf_message(err)) from None
+    assert isinstance(run, RunConfig)
+    validate(run)
+    return run
+
+
+def _omegaconf_message(err: OmegaConfBaseException) -> str:
+    key = getattr(err, "full_key", None)
+    first = str(err).splitlines()[0] if str(err) else type(err).__name__
+    if key:
+        return f"bad value for {key}: {first}"
+    return first
+
+
+def validate(run: RunConfig) -> None:
+    """Check values that types alone cannot; fill the derived study name."""
+    s = run.study
+    if s.n_trials < 1:
+        raise ConfigError(f"study.n_trials must be >= 1, got {s.n_trials}")
+    if s.timeout is not None and s.timeout <= 0:
+        raise ConfigError(f"study.timeout must be > 0 seconds or null, got {s.timeout}")
+    if s.sampler not in SAMPLERS:
+        raise ConfigError(f"unknown study.sampler {s.sampler!r}; known: {', '.join(SAMPLERS)}")
+    if s.pruner not in PRUNERS:
+        raise ConfigError(f"unknown study.pruner {s.pruner!r}; known: {', '.join(PRUNERS)}")
+    if s.keep_top_k < 1:
+        raise ConfigError(f"study.keep_top_k must be >= 1, got {s.keep_top_k}")
+    if not 0 < s.max_failure_fraction <= 1:
+        raise ConfigError(
+            f"study.max_failure_fraction must be in (0, 1], got {s.max_failure_fraction}"
+        )
+    if s.failure_window < 1:
+        raise ConfigError(f"study.failure_window must be >= 1, got {s.failure_window}")
+    if s.storage is not None and "://" not in s.storage:
+        raise ConfigError(
+            f"study.storage {mask_url(s.storage)!r} is not a database URL; use null for the "
+            "default journal file, or for example postgresql+psycopg2://user:pw@host/db"
+        )
+    t = run.trainer
+    if t.max_epochs < 1:
+        raise ConfigError(f"trainer.max_epochs must be >= 1, got {t.max_epochs}")
+    if t.eval_batch_size < 1:
+        raise ConfigError(f"trainer.eval_batch_size must be >= 1, got {t.eval_batch_size}")
+    if t.threads is not None and t.threads < 1:
+        raise ConfigError(f"trainer.threads must be >= 1 or null, got {t.threads}")
+    d = run.data
+    for key in ("val_fraction", "test_fraction"):
+        value = getattr(d, key)
+        if not 0 < value < 0.5:
+            raise ConfigError(f"data.{key} must be in (0, 0.5), got {value}")
+    if run.workers < 1:
+        raise ConfigError(f"workers must be >= 1, got {run.workers}")
+    if run.trials_per_device < 1:
+        raise ConfigError(f"trials_per_device must be >= 1, got {run.trials_per_device}")
+    run.devices = _devices(run.devices)
+    if not run.runs_dir:
+        raise ConfigError("runs_dir must not be empty")
+    if s.name is None:
+        s.name = f"{d.name}-{space_stem(run.search_space)}"
+    if not _STUDY_NAME.match(s.name):
+        raise ConfigError(
+            f"study.name {s.name!r} is not a valid name; use letters, digits, '.', '_' and '-' "
+            "(at most 100 characters, starting with a letter or digit)"
+        )
+
+
+def _devices(value: Any) -> str | list[int]:
+    if value in ("auto", "cpu"):
+        return value
+    ids = list(value) if isinstance(value, (list, tuple)) else [value]
+    if not ids or any(isinstance(i, bool) or not isinstance(i, int) or i < 0 for i in ids):
+        raise ConfigError(
+            f"devices must be auto, cpu or a list of GPU ids such as [0,2], got {value!r}"
+        )
+    return ids
+
+
+def space_stem(search_space: str) -> str:
+    """The short name of a search space: `mlp` for `mlp` and for `path/to/mlp.yaml`."""
+    return Path(search_space).stem if search_space.endswith((".yaml", ".yml")) else search_space
+
+
+def resolve_space_path(search_space: str) -> Path:
+    """A space given by name lives in search_spaces/; anything ending in .yaml is a path."""
+    if search_space.endswith((".yaml", ".yml")) or os.sep in search_space:
+        path = Path(search_space)
+        if not path.is_file():
+            raise ConfigError(f"search_space file {search_space!r} does not exist")
+        return path
+    path = SPACES_DIR / f"{search_space}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in SPACES_DIR.glob("*.yaml"))
+        raise ConfigError(
+            f"unknown search_space {search_space!r}; known: {', '.join(known)} "
+            "(or a path to a .yaml file)"
+        )
+    return path
+
+
+def mask_url(url: str | None) -> str | None:
+    """Hide the password of a URL such as postgresql://user:secret@host/db."""
+    if url is None:
+        return None
+    return re.sub(r"(://[^:/@]+:)[^@/]+@", r"\1***@", url)
+
+
+def as_dict(run: RunConfig) -> dict:
+    """Plain dict of the run settings, with secrets masked: what gets written to disk."""
+    out = dataclasses.asdict(run)
+    out["study"]["storage"] = mask_url(run.study.storage)
+    out["tracking"]["uri"] = mask_url(run.tracking.uri)
+    return out

@@ -1,0 +1,43 @@
+"""Model families by name: `create(family, params, spec)` builds a torch module.
+
+Each family is a torch-only file with a `PARAMS` table (the hyperparameters it reads, with
+their rules and defaults) and `build(params, input_shape, n_outputs)`. Register a new family
+here and the registry-parametrised tests cover it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from torch import nn
+
+from automodel.hparams import Param
+from automodel.models import cnn, mlp
+
+
+@dataclass(frozen=True)
+class Family:
+    params: dict[str, Param]
+    build: Callable[[dict, tuple[int, ...], int], nn.Module]
+
+
+FAMILIES: dict[str, Family] = {
+    "mlp": Family(mlp.PARAMS, mlp.build),
+    "cnn": Family(cnn.PARAMS, cnn.build),
+}
+
+
+def get(family: str) -> Family:
+    if family not in FAMILIES:
+        raise ValueError(f"unknown model family {family!r}; known: {', '.join(FAMILIES)}")
+    return FAMILIES[family]
+
+
+def create(family: str, params: dict, spec) -> nn.Module:
+    """Build family `family` sized for `spec` (a DataSpec) from sampled `params`."""
+    return get(family).build(params, tuple(spec.input_shape), spec.n_classes)
+
+
+def n_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

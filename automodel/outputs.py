@@ -1,0 +1,77 @@
+"""The study folder `<runs_dir>/<study>/`: its layout, atomic writes, kept weights.
+
+    config.yaml          resolved run settings of the latest invocation (secrets masked)
+    search_space.yaml    the space the study was created with
+    study.journal        Optuna storage (default)
+    trials/<n>/model.pt  weights of the top-k trials (a checkpoint: weights + architecture)
+    best_model.pt        checkpoint of the best trial, with its test metric
+    best_params.json     the best trial's params
+    summary.json         what scripts read: study, best_trial, params, val, test, counts, ...
+
+Every file is written to a temporary name and renamed into place, so a killed process leaves
+the previous version or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+
+def write_atomic(path: Path, data: bytes | str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    raw = data.encode() if isinstance(data, str) else data
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(raw)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, obj) -> None:
+    write_atomic(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def save_checkpoint(path: Path, checkpoint: dict) -> None:
+    """A checkpoint is plain data plus tensors, so it loads with weights_only=True."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(checkpoint, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def trial_checkpoint(study_dir: Path, number: int) -> Path:
+    return study_dir / "trials" / str(number) / "model.pt"
+
+
+def prune_trials(study_dir: Path, keep: set[int], finished: set[int]) -> None:
+    """Delete kept weights of finished trials that fell out of the top k.
+
+    Only folders of finished trials are touched: a concurrent worker may be writing the
+    folder of a trial that is still running.
+    """
+    root = study_dir / "trials"
+    if not root.is_dir():
+        return
+    for child in root.iterdir():
+        if child.name.isdigit() and int(child.name) in finished and int(child.name) not in keep:
+            shutil.rmtree(child, ignore_errors=True)

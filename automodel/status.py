@@ -1,0 +1,99 @@
+"""`python -m automodel status`: the studies under runs_dir, or the top trials of one."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import optuna
+from optuna.trial import TrialState
+
+from automodel import study as studylib
+from automodel.config import ConfigError, RunConfig
+
+
+def show(run: RunConfig, one_study: bool, top: int = 10) -> int:
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    if one_study:
+        return _show_study(run, top)
+    root = Path(run.runs_dir)
+    dirs = (
+        sorted(p for p in root.iterdir() if p.is_dir() and _is_study_dir(p))
+        if root.is_dir()
+        else []
+    )
+    if not dirs:
+        print(f"no studies under {root}/ yet; start one with: python -m automodel search")
+        return 0
+    print(
+        f"{'study':<32} {'complete':>8} {'pruned':>7} {'failed':>7} {'running':>8}  {'best val':>9}  {'test':>7}"
+    )
+    for d in dirs:
+        summary = _summary(d)
+        c, best = _counts_and_best(d, run)
+        test = next(iter(summary.get("test", {}).values()), None) if summary else None
+        print(
+            f"{d.name:<32} {c.get('complete', '-'):>8} {c.get('pruned', '-'):>7} {c.get('failed', '-'):>7} "
+            f"{c.get('running', '-'):>8}  {_num(best):>9}  {_num(test):>7}"
+        )
+    return 0
+
+
+def _is_study_dir(path: Path) -> bool:
+    return (path / "study.journal").exists() or (path / "summary.json").exists()
+
+
+def _summary(study_dir: Path) -> dict:
+    try:
+        return json.loads((study_dir / "summary.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _load(study_dir: Path, name: str, storage_url: str | None) -> optuna.Study | None:
+    if storage_url is None and not (study_dir / "study.journal").exists():
+        return None
+    storage = studylib.open_storage(storage_url, study_dir)
+    try:
+        return optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        return None
+
+
+def _counts_and_best(study_dir: Path, run: RunConfig) -> tuple[dict, float | None]:
+    study = _load(study_dir, study_dir.name, None)
+    if study is None:  # an RDB study: the last summary is what we know here
+        summary = _summary(study_dir)
+        return summary.get("counts", {}), next(iter(summary.get("val", {}).values()), None)
+    best = studylib.best_trial(study)
+    return studylib.counts(study), best.value if best else None
+
+
+def _show_study(run: RunConfig, top: int) -> int:
+    study = _load(run.study_dir, run.study.name, run.study.storage)
+    if study is None:
+        raise ConfigError(
+            f"no study named {run.study.name!r} under {run.runs_dir}/ (or in study.storage)"
+        )
+    c = studylib.counts(study)
+    print(
+        f"study {run.study.name}: {c['complete']} complete, {c['pruned']} pruned, "
+        f"{c['failed']} failed, {c['running']} running"
+    )
+    ranked = studylib.ranked(study)[:top]
+    if not ranked:
+        print("no completed trial yet")
+    for rank, t in enumerate(ranked, 1):
+        params = " ".join(f"{k}={_num(v)}" for k, v in t.params.items())
+        print(f"{rank:>3}. trial {t.number:<4} val={t.value:.4f}  epochs={t.last_step}  {params}")
+    failed = study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+    if failed:
+        reason, n = studylib.most_common_failure(failed)
+        print(f"most common failure ({n}x): {reason}")
+    return 0
+
+
+def _num(v) -> str:
+    if v is None:
+        return "-"
+    return f"{v:.4g}" if isinstance(v, float) else str(v)

@@ -1,0 +1,147 @@
+"""The Optuna side of a search: storage, sampler and pruner tables, stale-trial cleanup.
+
+Storage: a JournalStorage file at `<study_dir>/study.journal` by default (safe for many
+processes on one host, unlike SQLite), or any Optuna RDB URL (PostgreSQL for many hosts; with
+a heartbeat so a killed worker's trial is failed by the others).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import socket
+import warnings
+from collections import Counter
+from pathlib import Path
+
+import optuna
+from optuna.trial import TrialState
+
+HEARTBEAT_SECONDS = 30
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+WORKER_ATTR = "worker"  # "host:pid" of the process that runs a trial
+FAIL_ATTR = "fail_reason"
+
+
+def open_storage(storage_url: str | None, study_dir: Path) -> optuna.storages.BaseStorage:
+    if storage_url is None:
+        from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
+
+        study_dir.mkdir(parents=True, exist_ok=True)
+        path = str(study_dir / "study.journal")
+        return optuna.storages.JournalStorage(JournalFileBackend(path, JournalFileOpenLock(path)))
+    return optuna.storages.RDBStorage(
+        storage_url,
+        heartbeat_interval=HEARTBEAT_SECONDS,
+        grace_period=2 * HEARTBEAT_SECONDS,
+        engine_kwargs={"pool_pre_ping": True},
+    )
+
+
+def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
+    # TPE's group option is marked experimental; we choose it on purpose.
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    needs = {"cmaes": "cmaes", "gp": "scipy", "qmc": "scipy"}.get(name)
+    if needs and importlib.util.find_spec(needs) is None:
+        raise ValueError(f"study.sampler={name} needs the {needs} package: pip install {needs}")
+    samplers = {
+        # group=True lets multivariate TPE handle conditional params (momentum only for sgd);
+        # constant_liar keeps concurrent workers from sampling the same point.
+        "tpe": lambda: optuna.samplers.TPESampler(
+            multivariate=True, group=True, seed=seed, constant_liar=True, n_startup_trials=8
+        ),
+        "random": lambda: optuna.samplers.RandomSampler(seed=seed),
+        "cmaes": lambda: optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False),
+        "gp": lambda: optuna.samplers.GPSampler(seed=seed, warn_independent_sampling=False),
+        "qmc": lambda: optuna.samplers.QMCSampler(seed=seed, warn_independent_sampling=False),
+    }
+    if name not in samplers:
+        raise ValueError(f"unknown study.sampler {name!r}; known: {', '.join(samplers)}")
+    return samplers[name]()
+
+
+def make_pruner(name: str, max_epochs: int) -> optuna.pruners.BasePruner:
+    pruners = {
+        "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2),
+        "percentile": lambda: optuna.pruners.PercentilePruner(
+            25.0, n_startup_trials=5, n_warmup_steps=2
+        ),
+        "successive_halving": lambda: optuna.pruners.SuccessiveHalvingPruner(min_resource=1),
+        "hyperband": lambda: optuna.pruners.HyperbandPruner(
+            min_resource=1, max_resource=max_epochs
+        ),
+        "none": optuna.pruners.NopPruner,
+    }
+    if name not in pruners:
+        raise ValueError(f"unknown study.pruner {name!r}; known: {', '.join(pruners)}")
+    return pruners[name]()
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def fail_dead_local_trials(study: optuna.Study, include_unowned: bool) -> list[int]:
+    """Mark FAIL the RUNNING trials whose worker process on this host no longer exists.
+
+    A worker killed with SIGKILL leaves its trial RUNNING; the journal has no heartbeat, so
+    the next process on the same host cleans up. Trials of live workers, and of other hosts
+    (covered by the RDB heartbeat), are left alone. A trial with no owner yet (killed between
+    creation and its first write) is failed only when `include_unowned` (a local journal,
+    where no other host can be about to claim it). Returns the trial numbers it failed.
+    """
+    host = socket.gethostname()
+    failed = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        owner = t.user_attrs.get(WORKER_ATTR, "")
+        owner_host, _, pid = owner.rpartition(":")
+        if owner and (owner_host != host or _alive(int(pid))):
+            continue
+        if not owner and not include_unowned:
+            continue
+        study._storage.set_trial_user_attr(
+            t._trial_id, FAIL_ATTR, "worker process died while the trial ran (killed?)"
+        )
+        study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+        failed.append(t.number)
+    return failed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def counts(study: optuna.Study) -> dict[str, int]:
+    c = Counter(t.state for t in study.get_trials(deepcopy=False))
+    return {
+        "complete": c[TrialState.COMPLETE],
+        "pruned": c[TrialState.PRUNED],
+        "failed": c[TrialState.FAIL],
+        "running": c[TrialState.RUNNING],
+    }
+
+
+def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not complete:
+        return None
+    # Ties go to the earlier trial, as Optuna's own best_trial does.
+    return max(complete, key=lambda t: (t.value, -t.number))
+
+
+def ranked(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    return sorted(complete, key=lambda t: (-t.value, t.number))
+
+
+def most_common_failure(trials: list[optuna.trial.FrozenTrial]) -> tuple[str, int]:
+    reasons = Counter(
+        t.user_attrs.get(FAIL_ATTR, "unknown error") for t in trials if t.state == TrialState.FAIL
+    )
+    return reasons.most_common(1)[0] if reasons else ("", 0)

@@ -1,0 +1,167 @@
+"""The command line as a user meets it: real subprocesses, real files."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from automodel import study as studylib
+from tests.conftest import FAST, ROOT, cli, tree
+
+
+def test_search_end_to_end(tmp_path):
+    runs = tmp_path / "runs"
+    res = cli("search", *FAST, f"runs_dir={runs}", "quiet=false", "study.n_trials=4")
+    assert res.returncode == 0, res.stderr
+    assert "best trial" in res.stdout and "test accuracy" in res.stdout
+    summary = json.loads((runs / "synthetic-mlp" / "summary.json").read_text())
+    assert summary["study"] == "synthetic-mlp"
+    assert set(summary["counts"]) == {"complete", "pruned", "failed"}
+    assert sum(summary["counts"].values()) == 4
+    assert str(runs / "synthetic-mlp") in res.stdout
+
+
+def test_status_lists_studies_and_top_trials(tmp_path):
+    runs = tmp_path / "runs"
+    assert cli("search", *FAST, f"runs_dir={runs}").returncode == 0
+    res = cli("status", f"runs_dir={runs}")
+    assert res.returncode == 0, res.stderr
+    assert "synthetic-mlp" in res.stdout
+    res = cli("status", f"runs_dir={runs}", "study.name=synthetic-mlp")
+    assert res.returncode == 0, res.stderr
+    assert "  1. trial" in res.stdout and "val=" in res.stdout
+
+
+def test_cfg_job_and_help():
+    res = cli("search", "--cfg", "job", "study.n_trials=7")
+    assert res.returncode == 0, res.stderr
+    assert "n_trials: 7" in res.stdout and "search_space: mlp" in res.stdout
+    res = cli("search", "--help")
+    assert res.returncode == 0
+    assert "data={digits, mnist1d, synthetic}" in res.stdout and "study.n_trials" in res.stdout
+
+
+BAD = [
+    (["data=imagenet"], "Could not find 'data/imagenet'"),
+    (
+        ["study.sampler=annealing"],
+        "unknown study.sampler 'annealing'; known: tpe, random, cmaes, gp, qmc",
+    ),
+    (["study.pruner=early"], "unknown study.pruner 'early'; known: median"),
+    (["study.n_trials=0"], "study.n_trials must be >= 1, got 0"),
+    (["study.n_trials=many"], "study.n_trials"),
+    (["study.nope=1"], "unknown key 'study.nope'; valid keys in study: name, n_trials, timeout"),
+    (["nope=1"], "unknown key 'nope'; valid keys: data, study"),
+    (["search_space=transformer"], "unknown search_space 'transformer'; known: cnn, mlp"),
+    (
+        ["search_space=/does/not/exist.yaml"],
+        "search_space file '/does/not/exist.yaml' does not exist",
+    ),
+    (["trainer.max_epochs=-1"], "trainer.max_epochs must be >= 1, got -1"),
+    (["data.val_fraction=0.9"], "data.val_fraction must be in (0, 0.5), got 0.9"),
+    (["study.name=../escape"], "study.name '../escape' is not a valid name"),
+    (["devices=[gpu]"], "devices must be auto, cpu or a list of GPU ids"),
+    (["search_space=cnn"], "family cnn needs sequences (C, L) or images (C, H, W)"),
+    (["study.storage=notaurl"], "study.storage 'notaurl' is not a database URL"),
+    (
+        ["study.storage=postgresql+psycopg2://u:hunter2@127.0.0.1:1/db"],
+        "cannot open study.storage 'postgresql+psycopg2://u:***@127.0.0.1:1/db'",
+    ),
+    (["bad override"], "bad override"),
+]
+
+
+@pytest.mark.parametrize(("overrides", "fragment"), BAD, ids=[b[0][0][:40] for b in BAD])
+def test_bad_input_is_one_line_exit_2_nothing_written(tmp_path, overrides, fragment):
+    runs = tmp_path / "runs"
+    res = cli("search", *FAST, f"runs_dir={runs}", *overrides)
+    assert res.returncode == 2, (res.stdout, res.stderr)
+    err = res.stderr.strip()
+    assert err.startswith("error: ") and "\n" not in err, err
+    assert fragment in err
+    assert "Traceback" not in res.stderr and "hunter2" not in res.stderr
+    assert tree(runs) == []
+
+
+def test_unknown_verb_and_no_verb():
+    res = cli("train")
+    assert res.returncode == 2 and "unknown verb 'train'; known: search, status" in res.stderr
+    res = cli()
+    assert res.returncode == 2 and "usage: python -m automodel" in res.stdout
+
+
+def test_bad_space_file_leaves_an_existing_study_untouched(tmp_path):
+    runs = tmp_path / "runs"
+    assert cli("search", *FAST, f"runs_dir={runs}").returncode == 0
+    before = {p: (runs / p).read_bytes() for p in tree(runs) if (runs / p).is_file()}
+    bad = tmp_path / "mlp.yaml"
+    bad.write_text("family: mlp\nparams:\n  depth: {type: int, low: 5, high: 2}\n")
+    res = cli("search", *FAST, f"runs_dir={runs}", f"search_space={bad}")
+    assert res.returncode == 2
+    assert res.stderr.strip() == f"error: {bad}: params.depth: low must be < high, got low=5 high=2"
+    after = {p: (runs / p).read_bytes() for p in tree(runs) if (runs / p).is_file()}
+    assert after == before
+
+
+def _load(study_dir):
+    storage = studylib.open_storage(None, study_dir)
+    return optuna.load_study(study_name=study_dir.name, storage=storage)
+
+
+def test_sigkill_mid_search_then_rerun_resumes(tmp_path):
+    runs = tmp_path / "runs"
+    args = [
+        "search",
+        "data=digits",
+        "study.n_trials=12",
+        "trainer.max_epochs=25",
+        "study.pruner=none",
+        "tracking.enabled=false",
+        "trainer.threads=1",
+        "quiet=true",
+        f"runs_dir={runs}",
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "automodel", *args],
+        cwd=ROOT,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    journal = runs / "digits-mlp" / "study.journal"
+    deadline = time.monotonic() + 120
+    complete_before = []
+    try:
+        # Kill once a few trials are done and another is in flight.
+        while time.monotonic() < deadline:
+            if journal.exists():
+                trials = _load(journal.parent).get_trials(deepcopy=False)
+                complete_before = [t.number for t in trials if t.state == TrialState.COMPLETE]
+                if len(complete_before) >= 3 and trials[-1].state == TrialState.RUNNING:
+                    break
+            time.sleep(0.2)
+        else:
+            pytest.fail("the search never reached three finished trials")
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    killed = [t for t in _load(journal.parent).get_trials() if t.state == TrialState.RUNNING]
+    assert killed, "the kill should have left a trial RUNNING"
+    res = cli(*args)
+    assert res.returncode == 0, res.stderr
+    trials = _load(journal.parent).get_trials()
+    states = [t.state for t in trials]
+    assert TrialState.RUNNING not in states
+    assert sum(s in (TrialState.COMPLETE, TrialState.PRUNED) for s in states) == 12
+    assert {t.number for t in trials if t.state == TrialState.FAIL} >= {t.number for t in killed}
+    assert set(complete_before) <= {t.number for t in trials if t.state == TrialState.COMPLETE}
+    summary = json.loads((journal.parent / "summary.json").read_text())
+    assert summary["counts"]["complete"] == 12 and summary["counts"]["failed"] == len(killed)

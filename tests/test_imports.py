@@ -1,0 +1,58 @@
+"""Arrows point one way: train, models and data never import the layers above them."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PKG = Path(__file__).resolve().parent.parent / "automodel"
+LOWER = ["train.py", "hparams.py", "models", "data"]
+FORBIDDEN_ABOVE = {"optuna", "mlflow", "hydra", "omegaconf"}
+FORBIDDEN_OURS = {
+    "automodel.search",
+    "automodel.study",
+    "automodel.tracking",
+    "automodel.export",
+    "automodel.config",
+    "automodel.spaces",
+    "automodel.__main__",
+    "automodel.status",
+}
+
+
+def _imports(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+            names |= {f"{node.module}.{a.name}" for a in node.names}
+    return names
+
+
+def _files():
+    for entry in LOWER:
+        path = PKG / entry
+        yield from (sorted(path.rglob("*.py")) if path.is_dir() else [path])
+
+
+@pytest.mark.parametrize("path", list(_files()), ids=lambda p: str(p.relative_to(PKG)))
+def test_lower_layers_import_nothing_from_above(path):
+    names = _imports(path)
+    assert not {n.split(".")[0] for n in names} & FORBIDDEN_ABOVE, names
+    assert not names & FORBIDDEN_OURS, names
+
+
+def test_only_spaces_calls_suggest():
+    for path in PKG.rglob("*.py"):
+        if path.name != "spaces.py":
+            assert "suggest_" not in path.read_text(), path
+
+
+def test_only_tracking_imports_mlflow():
+    for path in PKG.rglob("*.py"):
+        if path.name != "tracking.py":
+            assert "mlflow" not in {n.split(".")[0] for n in _imports(path)}, path

@@ -1,0 +1,80 @@
+"""Every registered family builds for every option and data shape it supports, and runs."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+from automodel import models
+from automodel.data import DataSpec
+
+SHAPES = {"table": (12,), "sequence": (1, 40), "image": (1, 8, 8), "rgb": (3, 16, 16)}
+# Which data shapes each family accepts (a new family adds its line here).
+ACCEPTS = {"mlp": set(SHAPES), "cnn": {"sequence", "image", "rgb"}}
+
+
+def spec(shape) -> DataSpec:
+    c = 1 if len(shape) == 1 else shape[0]
+    n = shape[0] if len(shape) == 1 else c
+    return DataSpec("t", tuple(shape), 4, tuple("abcd"), (0.0,) * n, (1.0,) * n)
+
+
+def option_grid(family: str):
+    """One params dict per value of every choice/bool param, the others at their defaults."""
+    rules = models.get(family).params
+    yield {}
+    for name, rule in rules.items():
+        values = (
+            rule.choices if rule.kind == "choice" else (True, False) if rule.kind == "bool" else ()
+        )
+        for v in values:
+            yield {name: v}
+        if rule.kind in ("int", "float") and not rule.layered:
+            yield {name: rule.low if rule.kind == "int" and rule.low > 0 else rule.default}
+
+
+def test_every_family_has_an_accepts_entry():
+    assert set(ACCEPTS) == set(models.FAMILIES)
+
+
+@pytest.mark.parametrize(("family", "shape"), list(itertools.product(models.FAMILIES, SHAPES)))
+def test_family_builds_and_runs_forward_and_backward(family, shape):
+    if shape not in ACCEPTS[family]:
+        with pytest.raises(ValueError, match=f"family {family} needs"):
+            models.create(family, {}, spec(SHAPES[shape]))
+        return
+    for params in option_grid(family):
+        torch.manual_seed(0)
+        model = models.create(family, params, spec(SHAPES[shape]))
+        x = torch.randn(5, *SHAPES[shape])
+        out = model(x)
+        assert out.shape == (5, 4), (params, out.shape)
+        out.sum().backward()
+        assert all(p.grad is not None for p in model.parameters())
+
+
+def test_mlp_widths_per_layer_are_used():
+    model = models.create(
+        "mlp", {"depth": 3, "width_l0": 7, "width_l1": 9, "width_l2": 11}, spec((5,))
+    )
+    linears = [m for m in model if isinstance(m, torch.nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [(5, 7), (7, 9), (9, 11), (11, 4)]
+
+
+def test_cnn_picks_1d_or_2d_by_the_data():
+    seq = models.create("cnn", {"blocks": 2}, spec((1, 40)))
+    img = models.create("cnn", {"blocks": 2}, spec((1, 8, 8)))
+    assert any(isinstance(m, torch.nn.Conv1d) for m in seq)
+    assert any(isinstance(m, torch.nn.Conv2d) for m in img)
+
+
+def test_cnn_never_pools_a_tiny_image_to_nothing():
+    model = models.create("cnn", {"blocks": 6, "pooling": "max"}, spec((1, 8, 8)))
+    assert model(torch.randn(2, 1, 8, 8)).shape == (2, 4)
+
+
+def test_unknown_family_names_the_known_ones():
+    with pytest.raises(ValueError, match="unknown model family 'rnn'; known: mlp, cnn"):
+        models.create("rnn", {}, spec((3,)))
