@@ -15,6 +15,7 @@ from automodel.config import CONF_DIR, SPACES_DIR, ConfigError
 
 VERBS = {
     "search": "run a model search, or resume the study of the same name",
+    "worker": "join an existing study (same settings) from another process or host",
     "status": "list the studies under runs_dir, or the top trials of study.name=...",
 }
 
@@ -102,8 +103,11 @@ def _run(verb: str, overrides: list[str], show_cfg: str | None) -> int:
         return 0
     run = config.to_run_config(cfg)
     command = "python -m automodel " + " ".join(shlex.quote(a) for a in [verb, *overrides])
-    if verb == "search":
-        return _search(run, command)
+    if verb in ("search", "worker"):
+        from automodel.workers import stop_on_sigterm
+
+        stop_on_sigterm()
+        return _search(run, command, attach=verb == "worker")
     if verb == "status":
         from automodel import status
 
@@ -112,11 +116,11 @@ def _run(verb: str, overrides: list[str], show_cfg: str | None) -> int:
     raise AssertionError(verb)
 
 
-def _search(run, command: str) -> int:
+def _search(run, command: str, attach: bool) -> int:
     from automodel import search
 
     try:
-        summary = search.search(run, command)
+        summary = search.search(run, command, attach=attach)
     except search.SearchStopped as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -79,7 +79,7 @@ class RunConfig:
     seed: int = 0
     runs_dir: str = "runs"
     devices: Any = "auto"  # "auto", "cpu" or a list of GPU ids
-    workers: int = 1
+    workers: Any = "auto"  # CPU worker processes: "auto" (one per core, at most 8) or a count
     trials_per_device: int = 1
     quiet: bool = False
     # Extra keys some verbs take (export's trial number); not part of conf/.
@@ -185,8 +185,10 @@ def validate(run: RunConfig) -> None:
         value = getattr(d, key)
         if not 0 < value < 0.5:
             raise ConfigError(f"data.{key} must be in (0, 0.5), got {value}")
-    if run.workers < 1:
-        raise ConfigError(f"workers must be >= 1, got {run.workers}")
+    if run.workers != "auto" and (
+        isinstance(run.workers, bool) or not isinstance(run.workers, int) or run.workers < 1
+    ):
+        raise ConfigError(f"workers must be auto or an int >= 1, got {run.workers!r}")
     if run.trials_per_device < 1:
         raise ConfigError(f"trials_per_device must be >= 1, got {run.trials_per_device}")
     run.devices = _devices(run.devices)

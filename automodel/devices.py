@@ -26,10 +26,15 @@ def visible_gpus() -> list[int]:
     return list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
 
 
-def plan(devices, workers: int, trials_per_device: int, threads: int | None) -> list[Slot]:
+MAX_AUTO_WORKERS = 8
+
+
+def plan(devices, workers: int | str, trials_per_device: int, threads: int | None) -> list[Slot]:
     """Worker slots for a run; raises ValueError for GPUs that are not there."""
     cores = os.cpu_count() or 1
     if devices == "cpu" or (devices == "auto" and not visible_gpus()):
+        if workers == "auto":
+            workers = max(1, min(cores // (threads or 1), MAX_AUTO_WORKERS))
         per = threads or max(1, cores // workers)
         return [Slot(None, per) for _ in range(workers)]
     gpus = visible_gpus() if devices == "auto" else [int(d) for d in devices]

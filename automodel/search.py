@@ -22,10 +22,13 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
-from automodel import config, devices, models, outputs, spaces, train
+from automodel import config, devices, models, outputs, spaces, train, workers
 from automodel import data as datalib
 from automodel import study as studylib
 from automodel.config import ConfigError, RunConfig
+
+# How often a worker with nothing to start looks again at trials other workers are finishing.
+WAIT_SECONDS = 1.0
 
 
 class SearchStopped(RuntimeError):
@@ -65,8 +68,11 @@ def _check_batch_size(space: spaces.Space, path: Path, n_train: int, data_name: 
             )
 
 
-def open_study(plan: Plan, seed_offset: int = 0) -> optuna.Study:
-    """Create the study or attach to it; refuse one created with another space or data."""
+def open_study(plan: Plan, seed_offset: int = 0, must_exist: bool = False) -> optuna.Study:
+    """Create the study or attach to it; refuse one created with another space or data.
+
+    Each worker passes its own `seed_offset`, so concurrent samplers do not propose alike.
+    """
     run = plan.run
     try:
         sampler = studylib.make_sampler(run.study.sampler, run.seed + seed_offset)
@@ -78,6 +84,11 @@ def open_study(plan: Plan, seed_offset: int = 0) -> optuna.Study:
     try:
         existing = optuna.load_study(study_name=run.study.name, storage=storage).user_attrs
     except KeyError:  # a new study
+        if must_exist:
+            raise ConfigError(
+                f"no study named {run.study.name!r} in {_storage_label(run)}; start it with "
+                "python -m automodel search (same settings), then add workers"
+            ) from None
         existing = {}
     for key, value in identity.items():
         if existing.get(key) not in (None, value):
@@ -98,6 +109,10 @@ def open_study(plan: Plan, seed_offset: int = 0) -> optuna.Study:
         if key not in study.user_attrs:
             study.set_user_attr(key, value)
     return study
+
+
+def _storage_label(run: RunConfig) -> str:
+    return config.mask_url(run.study.storage) or str(run.study_dir / "study.journal")
 
 
 def _storage(run: RunConfig) -> optuna.storages.BaseStorage:
@@ -144,6 +159,12 @@ class Objective:
 
     def __call__(self, trial: optuna.Trial) -> float:
         trial.set_user_attr(studylib.WORKER_ATTR, self.worker)
+        if self._surplus(trial):
+            trial.set_user_attr(studylib.SURPLUS_ATTR, True)
+            raise studylib.Surplus(
+                f"not run: other workers had already started the {self.plan.run.study.n_trials} "
+                "trials of the budget"
+            )
         try:
             return self._train(trial)
         except optuna.TrialPruned:
@@ -151,6 +172,17 @@ class Objective:
         except Exception as err:
             trial.set_user_attr(studylib.FAIL_ATTR, _reason(err))
             raise
+
+    def _surplus(self, trial: optuna.Trial) -> bool:
+        """Did concurrent workers fill the budget between our check and this trial's creation?
+
+        Trials are numbered in creation order, so the budget belongs to the lowest numbers:
+        this one is surplus when n_trials earlier trials are finished or still running.
+        """
+        ahead = trial.study.get_trials(
+            deepcopy=False, states=(*studylib.FINISHED, TrialState.RUNNING)
+        )
+        return sum(1 for t in ahead if t.number < trial.number) >= self.plan.run.study.n_trials
 
     def _train(self, trial: optuna.Trial) -> float:
         run, space = self.plan.run, self.plan.space
@@ -188,19 +220,15 @@ class Objective:
         """Save this trial's weights if it ranks in the top k, and drop those pushed out."""
         study_dir, k = self.plan.run.study_dir, self.plan.run.study.keep_top_k
         done = trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        better = sum(1 for t in done if t.value > result.best_value)
-        if better >= k:
-            return
-        ckpt = checkpoint(
-            self.plan, trial.number, params, recipe, result.best_state, result.best_value
-        )
-        outputs.save_checkpoint(outputs.trial_checkpoint(study_dir, trial.number), ckpt)
-        ranked = sorted(
-            [(t.value, -t.number, t.number) for t in done]
-            + [(result.best_value, -trial.number, trial.number)],
-            reverse=True,
-        )
-        keep = {n for _, _, n in ranked[:k]}
+        # Earlier trials win ties, as in Optuna's best_trial.
+        ahead = sum(1 for t in done if t.value >= result.best_value)
+        if ahead < k:
+            ckpt = checkpoint(
+                self.plan, trial.number, params, recipe, result.best_state, result.best_value
+            )
+            outputs.save_checkpoint(outputs.trial_checkpoint(study_dir, trial.number), ckpt)
+        ranked = sorted([(-t.value, t.number) for t in done] + [(-result.best_value, trial.number)])
+        keep = {n for _, n in ranked[:k]}
         outputs.prune_trials(study_dir, keep, {t.number for t in done})
 
 
@@ -231,7 +259,7 @@ class Progress:
         self.start = start
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        if self.run.quiet:
+        if self.run.quiet or studylib.is_surplus(trial):
             return
         c = studylib.counts(study)
         best = studylib.best_trial(study)
@@ -267,28 +295,54 @@ def _clock(seconds: float) -> str:
 
 
 def run_trials(
-    plan: Plan, study: optuna.Study, device: torch.device, tracker=None, start: float | None = None
+    plan: Plan,
+    study: optuna.Study,
+    device: torch.device,
+    tracker=None,
+    start: float | None = None,
+    deadline: float = math.inf,
 ) -> None:
-    """Ask the shared study for trials until the budget, the timeout or the failure guard says stop."""
+    """Ask the shared study for trials until the budget, `deadline` or the failure guard says stop.
+
+    Several processes (and hosts) may run this on one study at once: each checks the shared
+    counts before a trial, and `Objective` drops a trial that another worker's made surplus.
+    `deadline` is wall-clock (`time.time()`) so that all workers share it.
+    """
     run = plan.run
     start = time.monotonic() if start is None else start
-    deadline = start + run.study.timeout if run.study.timeout else math.inf
     objective = Objective(plan, device, tracker)
     callbacks = [Progress(run, start)]
     if tracker is not None:
         callbacks.append(lambda study, trial: tracker.trial_finished(trial))
-    while time.monotonic() < deadline:
+    while time.time() < deadline:
+        _fail_stale(study)
         c = studylib.counts(study)
-        if c["complete"] + c["pruned"] + c["running"] >= run.study.n_trials:
+        done = c["complete"] + c["pruned"]
+        if done >= run.study.n_trials:
             break
+        if done + c["running"] >= run.study.n_trials:
+            # Other workers hold the last places; wait in case one of them fails or dies.
+            time.sleep(WAIT_SECONDS)
+            continue
         _failure_guard(study, run)
         study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=callbacks)
     _failure_guard(study, run)
 
 
+def _fail_stale(study: optuna.Study) -> None:
+    """Free the places of trials whose worker died: on this host by pid, elsewhere by heartbeat."""
+    studylib.fail_dead_local_trials(study, include_unowned=False)
+    if studylib.has_heartbeat(study):
+        optuna.storages.fail_stale_trials(study)
+
+
 def _failure_guard(study: optuna.Study, run: RunConfig) -> None:
     window = run.study.failure_window
-    ended = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
+    ended = [
+        t
+        for t in study.get_trials(deepcopy=False)
+        if t.state.is_finished() and not studylib.is_surplus(t)
+    ]
     recent = sorted(ended, key=lambda t: t.number)[-window:]
     failed = [t for t in recent if t.state == TrialState.FAIL]
     if len(failed) > run.study.max_failure_fraction * window:
@@ -299,13 +353,20 @@ def _failure_guard(study: optuna.Study, run: RunConfig) -> None:
         )
 
 
-def search(run: RunConfig, command: str = "") -> dict:
-    """Run (or resume) a search to its budget and write the study's outputs. Returns the summary."""
+def search(run: RunConfig, command: str = "", attach: bool = False) -> dict:
+    """Run (or resume) a search to its budget and write the study's outputs. Returns the summary.
+
+    With `attach`, the study must already exist (the `worker` verb: another host joining).
+    """
     start = time.monotonic()
+    deadline = time.time() + run.study.timeout if run.study.timeout else math.inf
     plan = prepare(run)
-    slots = devices.plan(run.devices, 1, 1, run.trainer.threads)
+    try:
+        slots = devices.plan(run.devices, run.workers, run.trials_per_device, run.trainer.threads)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
     _quiet_optuna()
-    study = open_study(plan)
+    study = open_study(plan, must_exist=attach)
     write_run_files(plan)
     stale = studylib.fail_dead_local_trials(study, include_unowned=run.study.storage is None)
     if stale and not run.quiet:
@@ -313,24 +374,58 @@ def search(run: RunConfig, command: str = "") -> dict:
     if not study.trials:
         for params in plan.space.enqueue:
             study.enqueue_trial(params, skip_if_exists=True)
-    device = _device(slots[0])
-    tracker = None
     if not run.quiet:
-        c = studylib.counts(study)
-        print(
-            f"study {run.study.name}: {c['complete'] + c['pruned']} of {run.study.n_trials} trials "
-            f"done, family {plan.space.family}, data {run.data.name} "
-            f"({len(plan.data.x_train)} train / {len(plan.data.x_val)} val / {len(plan.data.x_test)} test), "
-            f"device {device}, outputs in {run.study_dir}/",
-            flush=True,
-        )
-    run_trials(plan, study, device, tracker, start)
+        _banner(plan, study, slots)
+    if len(slots) == 1:
+        run_slot(plan, slots[0], 0, deadline, start, pinned=False)
+    else:
+        for problem in workers.run_parallel(plan, slots, deadline, start):
+            print(f"warning: {problem}", file=sys.stderr, flush=True)
+        _failure_guard(study, run)
+    device = _device(slots[0], pinned=False)
     return finish(plan, study, device, time.monotonic() - start, command)
 
 
-def _device(slot: devices.Slot) -> torch.device:
+def run_slot(
+    plan: Plan,
+    slot: devices.Slot,
+    index: int,
+    deadline: float,
+    start: float | None = None,
+    pinned: bool = True,
+) -> None:
+    """Run trials on one slot: in this process, or in a worker process pinned to the slot."""
+    _quiet_optuna()
+    device = _device(slot, pinned)
+    study = open_study(plan, seed_offset=index, must_exist=True)
+    tracker = None
+    run_trials(plan, study, device, tracker, start, deadline)
+
+
+def _banner(plan: Plan, study: optuna.Study, slots: list[devices.Slot]) -> None:
+    run, data = plan.run, plan.data
+    c = studylib.counts(study)
+    where = (
+        slots[0].label
+        if len(slots) == 1
+        else f"{len(slots)} workers on {', '.join(sorted({s.label for s in slots}))}"
+    )
+    print(
+        f"study {run.study.name}: {c['complete'] + c['pruned']} of {run.study.n_trials} trials "
+        f"done, family {plan.space.family}, data {run.data.name} "
+        f"({len(data.x_train)} train / {len(data.x_val)} val / {len(data.x_test)} test), "
+        f"{where} ({slots[0].threads} thread{'s' if slots[0].threads > 1 else ''} each), "
+        f"outputs in {run.study_dir}/",
+        flush=True,
+    )
+
+
+def _device(slot: devices.Slot, pinned: bool) -> torch.device:
+    """A pinned worker sees only its GPU (CUDA_VISIBLE_DEVICES), always as cuda:0."""
     torch.set_num_threads(slot.threads)
-    return torch.device("cpu" if slot.gpu is None else f"cuda:{slot.gpu}")
+    if slot.gpu is None:
+        return torch.device("cpu")
+    return torch.device("cuda:0" if pinned else f"cuda:{slot.gpu}")
 
 
 def _quiet_optuna() -> None:
@@ -372,7 +467,7 @@ def finish(
         "counts": {k: counts[k] for k in ("complete", "pruned", "failed")},
         "n_trials": run.study.n_trials,
         "wall_seconds": round(wall, 2),
-        "storage": config.mask_url(run.study.storage) or str(study_dir / "study.journal"),
+        "storage": _storage_label(run),
         "weights": str(study_dir / "best_model.pt"),
         "command": command,
     }

@@ -17,10 +17,19 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-HEARTBEAT_SECONDS = 30
+HEARTBEAT_SECONDS = 10
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 WORKER_ATTR = "worker"  # "host:pid" of the process that runs a trial
 FAIL_ATTR = "fail_reason"
+SURPLUS_ATTR = "surplus"  # set on a trial dropped because other workers filled the budget
+
+
+class Surplus(RuntimeError):
+    """Concurrent workers started the whole budget first; this trial is recorded, not run."""
+
+
+def is_surplus(trial: optuna.trial.FrozenTrial) -> bool:
+    return bool(trial.user_attrs.get(SURPLUS_ATTR))
 
 
 def open_storage(storage_url: str | None, study_dir: Path) -> optuna.storages.BaseStorage:
@@ -30,6 +39,7 @@ def open_storage(storage_url: str | None, study_dir: Path) -> optuna.storages.Ba
         study_dir.mkdir(parents=True, exist_ok=True)
         path = str(study_dir / "study.journal")
         return optuna.storages.JournalStorage(JournalFileBackend(path, JournalFileOpenLock(path)))
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     return optuna.storages.RDBStorage(
         storage_url,
         heartbeat_interval=HEARTBEAT_SECONDS,
@@ -77,6 +87,12 @@ def make_pruner(name: str, max_epochs: int) -> optuna.pruners.BasePruner:
     return pruners[name]()
 
 
+def has_heartbeat(study: optuna.Study) -> bool:
+    from optuna.storages._heartbeat import is_heartbeat_enabled  # what optimize() itself uses
+
+    return is_heartbeat_enabled(study._storage)
+
+
 def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
@@ -114,16 +130,24 @@ def _alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    # A killed worker stays a zombie until its parent reaps it: dead all the same.
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True
 
 
 def counts(study: optuna.Study) -> dict[str, int]:
-    c = Counter(t.state for t in study.get_trials(deepcopy=False))
+    """Trials by state; surplus trials (never run) are counted apart from real failures."""
+    trials = study.get_trials(deepcopy=False)
+    c = Counter("surplus" if is_surplus(t) else t.state for t in trials)
     return {
         "complete": c[TrialState.COMPLETE],
         "pruned": c[TrialState.PRUNED],
         "failed": c[TrialState.FAIL],
         "running": c[TrialState.RUNNING],
+        "surplus": c["surplus"],
     }
 
 

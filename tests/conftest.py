@@ -19,6 +19,7 @@ FAST = [
     "study.n_trials=4",
     "trainer.max_epochs=3",
     "trainer.threads=1",
+    "workers=1",
     "tracking.enabled=false",
     "quiet=true",
 ]

@@ -1,0 +1,132 @@
+"""Worker processes: one per device slot, all asking the same study for trials.
+
+Each worker is a long-lived process (imports cost ~3 s, paid once, not per trial) pinned to
+its slot: `CUDA_VISIBLE_DEVICES=<gpu>` (so it trains on cuda:0) or, on the CPU, an equal share
+of the cores (`OMP_NUM_THREADS` and `torch.set_num_threads`): two one-thread processes train
+small models ~1.8x faster than one two-thread process, while oversubscribed threads are 5-10x
+slower. Workers are asynchronous (no batches), share the budget through the study, and seed
+their samplers differently.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import multiprocessing.connection
+import os
+import signal
+import sys
+import traceback
+from contextlib import contextmanager
+
+from automodel.devices import Slot
+
+# Seconds a worker gets after Ctrl-C to record its trial as failed and exit.
+STOP_GRACE = 15
+
+
+@contextmanager
+def _environ(values: dict[str, str]):
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def slot_env(slot: Slot) -> dict[str, str]:
+    env = {"OMP_NUM_THREADS": str(slot.threads), "MKL_NUM_THREADS": str(slot.threads)}
+    if slot.gpu is not None:
+        env["CUDA_VISIBLE_DEVICES"] = str(slot.gpu)
+    return env
+
+
+def run_parallel(plan, slots: list[Slot], deadline: float, start: float) -> list[str]:
+    """Run one worker process per slot until the budget is met; returns problems to report.
+
+    Ctrl-C reaches every worker (one process group): each records its trial as failed and
+    exits; stragglers are terminated after STOP_GRACE seconds, then KeyboardInterrupt
+    propagates to the caller.
+    """
+    ctx = multiprocessing.get_context("spawn")  # fork would copy torch's threads and CUDA state
+    procs = []
+    for index, slot in enumerate(slots):
+        # Set before start(): the child reads them when torch and CUDA initialise.
+        with _environ(slot_env(slot)):
+            proc = ctx.Process(
+                target=worker_main,
+                args=(plan, slot, index, deadline, start),
+                name=f"automodel-worker-{index}",
+            )
+            proc.start()
+        procs.append(proc)
+    try:
+        pending = list(procs)
+        while pending:  # reap each worker as soon as it exits
+            ready = multiprocessing.connection.wait([p.sentinel for p in pending])
+            for proc in [p for p in pending if p.sentinel in ready]:
+                proc.join()
+                pending.remove(proc)
+    except KeyboardInterrupt:
+        for proc in procs:
+            proc.join(timeout=STOP_GRACE)
+        for proc in procs:
+            if proc.is_alive():
+                proc.terminate()
+        raise
+    problems = []
+    for index, proc in enumerate(procs):
+        if proc.exitcode not in (0, None):
+            problems.append(
+                f"worker {index} ({slots[index].label}) exited with code {proc.exitcode}"
+            )
+    return problems
+
+
+def stop_on_sigterm() -> None:
+    """Treat SIGTERM (kill, SLURM or Kubernetes preemption) like Ctrl-C: the running trial is
+    recorded as failed and the process exits, instead of vanishing with the trial RUNNING."""
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to send us SIGTERM when the search process dies, even by SIGKILL.
+
+    Orphaned workers would otherwise go on training for a search nobody is running.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
+    if os.getppid() == 1:  # the parent died before prctl took effect
+        raise KeyboardInterrupt
+
+
+def worker_main(plan, slot: Slot, index: int, deadline: float, start: float) -> None:
+    """Entry point of a worker process: attach to the study and run trials."""
+    from automodel import search
+
+    stop_on_sigterm()
+    _die_with_parent()
+    try:
+        search.run_slot(plan, slot, index, deadline, start)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except search.SearchStopped as err:
+        print(f"worker {index}: {err}", file=sys.stderr, flush=True)
+        sys.exit(1)
+    except Exception:
+        print(f"worker {index} crashed:", file=sys.stderr)
+        traceback.print_exc()
+        sys.exit(1)
