@@ -17,6 +17,7 @@ VERBS = {
     "search": "run a model search, or resume the study of the same name",
     "worker": "join an existing study (same settings) from another process or host",
     "status": "list the studies under runs_dir, or the top trials of study.name=...",
+    "export": "write <study>/export/best_model.py for study.name=... (trial=<n>: another trial)",
 }
 
 EXIT_USAGE = 2
@@ -40,6 +41,7 @@ def usage() -> str:
         "  python -m automodel search trainer.max_epochs=10 study.pruner=hyperband seed=1\n"
         "  python -m automodel search --cfg job      # print the resolved config and exit\n"
         "  python -m automodel status study.name=digits-mlp\n"
+        "  python -m automodel export study.name=digits-mlp trial=12\n"
     )
 
 
@@ -113,7 +115,17 @@ def _run(verb: str, overrides: list[str], show_cfg: str | None) -> int:
 
         one = any(o.lstrip("+").startswith("study.name=") for o in overrides)
         return status.show(run, one_study=one)
+    if verb == "export":
+        return _export(run, command)
     raise AssertionError(verb)
+
+
+def _export(run, command: str) -> int:
+    from automodel import search
+
+    path = search.export_study(run, command)
+    print(path / "best_model.py")
+    return 0
 
 
 def _search(run, command: str, attach: bool) -> int:

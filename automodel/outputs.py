@@ -7,6 +7,7 @@
     best_model.pt        checkpoint of the best trial, with its test metric
     best_params.json     the best trial's params
     summary.json         what scripts read: study, best_trial, params, val, test, counts, ...
+    export/              best_model.py + weights.pt, written by export.write (its own renames)
 
 Every file is written to a temporary name and renamed into place, so a killed process leaves
 the previous version or the new one, never half of one.

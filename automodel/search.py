@@ -22,7 +22,7 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
-from automodel import config, devices, models, outputs, spaces, train, workers
+from automodel import config, devices, export, models, outputs, spaces, train, workers
 from automodel import data as datalib
 from automodel import study as studylib
 from automodel.config import ConfigError, RunConfig
@@ -471,8 +471,21 @@ def finish(
         "weights": str(study_dir / "best_model.pt"),
         "command": command,
     }
+    summary["export"] = _export(study_dir, ckpt, summary)
     outputs.write_json(study_dir / "summary.json", summary)
     return summary
+
+
+def _export(study_dir: Path, ckpt: dict, summary: dict) -> str | None:
+    """Write export/ (best_model.py and its weights). A model the exporter cannot write is
+    reported (stderr and summary["export_error"]) rather than failing the finished search."""
+    prov = export.provenance(summary["study"], summary["command"], summary.get("mlflow_run_id"))
+    try:
+        return str(export.write(study_dir, ckpt, prov))
+    except export.ExportError as err:
+        print(f"warning: the best model was not exported: {err}", file=sys.stderr)
+        summary["export_error"] = str(err)
+        return None
 
 
 def best_model(
@@ -510,7 +523,8 @@ def print_summary(summary: dict) -> None:
         f"  val {metric}  {summary['val'][metric]:.4f}\n"
         f"  test {metric} {summary['test'][metric]:.4f}\n"
         f"  params: {params}\n"
-        f"  outputs: {Path(summary['weights']).parent}/ (summary.json, best_model.pt, best_params.json)",
+        f"  outputs: {Path(summary['weights']).parent}/ (summary.json, best_model.pt, best_params.json)"
+        + (f"\n  export: {summary['export']}/best_model.py" if summary.get("export") else ""),
         file=sys.stdout,
         flush=True,
     )
@@ -518,3 +532,99 @@ def print_summary(summary: dict) -> None:
 
 def _fmt(v) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def export_study(run: RunConfig, command: str = "") -> Path:
+    """`python -m automodel export`: write <study>/export/ for the best trial or `run.trial`.
+
+    The best trial comes from best_model.pt. Another trial comes from its kept weights, or is
+    retrained from its seed (like best_model) when they were not kept; both take the data and
+    trainer settings the study was searched with (its config.yaml), not this command's.
+    """
+    study_dir = run.study_dir
+    if not (study_dir / "config.yaml").is_file():
+        raise ConfigError(
+            f"no study {run.study.name!r} under {run.runs_dir}/; "
+            "list them with: python -m automodel status"
+        )
+    summary = _read_json(study_dir / "summary.json")
+    if run.trial is None or run.trial == summary.get("best_trial"):
+        if not (study_dir / "best_model.pt").is_file():
+            raise ConfigError(
+                f"study {run.study.name!r} has no best model yet; finish its search first"
+            )
+        ckpt = outputs.load_checkpoint(study_dir / "best_model.pt")
+    else:
+        ckpt = _trial_checkpoint(run, run.trial)
+    prov = export.provenance(
+        run.study.name, command, summary.get("mlflow_run_id"), summary.get("command")
+    )
+    try:
+        return export.write(study_dir, ckpt, prov)
+    except export.ExportError as err:
+        raise ConfigError(f"cannot export trial {ckpt['trial']}: {err}") from None
+
+
+def _read_json(path: Path) -> dict:
+    import json
+
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _trial_checkpoint(run: RunConfig, number: int) -> dict:
+    """Trial `number`'s checkpoint, with its test metric measured now."""
+    if number < 0:
+        raise ConfigError(f"trial must be a trial number >= 0, got {number}")
+    saved = _searched_with(run)
+    plan = prepare(saved)
+    _quiet_optuna()
+    study = optuna.load_study(study_name=saved.study.name, storage=_storage(saved))
+    trials = {t.number: t for t in study.get_trials(deepcopy=False)}
+    if number not in trials:
+        raise ConfigError(
+            f"study {run.study.name!r} has no trial {number}; its trials are 0..{len(trials) - 1}"
+        )
+    trial = trials[number]
+    if trial.state != TrialState.COMPLETE:
+        raise ConfigError(
+            f"trial {number} of study {run.study.name!r} is {trial.state.name.lower()}; "
+            "only complete trials can be exported"
+        )
+    kept = outputs.trial_checkpoint(run.study_dir, number)
+    if not kept.exists() and not run.quiet:
+        print(
+            f"trial {number} kept no weights (only the top study.keep_top_k trials do): "
+            f"retraining it from its seed into {kept}",
+            file=sys.stderr,
+            flush=True,
+        )
+    device = torch.device("cpu")
+    if saved.trainer.threads:  # as the trial ran: a thread count can change the last bits
+        torch.set_num_threads(saved.trainer.threads)
+    model, ckpt = best_model(plan, trial, device)
+    x, y = plan.data.x_test, plan.data.y_test
+    _, test = train.evaluate(model.to(device), x, y, saved.trainer.eval_batch_size)
+    ckpt["test"] = {plan.data.spec.metric: test}
+    return ckpt
+
+
+def _searched_with(run: RunConfig) -> RunConfig:
+    """The settings the study was searched with: its config.yaml and its own search space.
+
+    The storage URL is masked on disk, so it comes from this command line (as for status).
+    """
+    import yaml
+    from omegaconf import OmegaConf
+
+    saved = yaml.safe_load((run.study_dir / "config.yaml").read_text())
+    saved.update(
+        search_space=str(run.study_dir / "search_space.yaml"),
+        runs_dir=run.runs_dir,
+        trial=None,
+        quiet=run.quiet,
+    )
+    saved["study"]["storage"] = run.study.storage
+    return config.to_run_config(OmegaConf.create(saved))

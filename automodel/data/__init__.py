@@ -94,10 +94,23 @@ def load(cfg, seed: int) -> Dataset:
     return prepare(raw, cfg.name, cfg.val_fraction, cfg.test_fraction, seed)
 
 
-def prepare(raw: Raw, name: str, val_fraction: float, test_fraction: float, seed: int) -> Dataset:
+def load_raw_splits(cfg, seed: int) -> dict[str, np.ndarray]:
+    """The same splits as `load`, as the source gives the rows (not reshaped or normalised).
+
+    Keys x_train, y_train, x_val, y_val, x_test, y_test: what an exported script takes.
+    """
+    if cfg.name not in SOURCES:
+        raise ValueError(f"unknown data {cfg.name!r}; known: {', '.join(SOURCES)}")
+    raw = SOURCES[cfg.name](cfg)
+    _check_labels(raw.y, len(raw.classes), cfg.name)
+    splits = _split(raw, cfg.val_fraction, cfg.test_fraction, seed)
+    return dict(zip(_TENSORS, splits, strict=True))
+
+
+def _split(raw: Raw, val_fraction: float, test_fraction: float, seed: int) -> tuple:
+    """(x_train, y_train, x_val, y_val, x_test, y_test): seeded and stratified."""
     from sklearn.model_selection import train_test_split
 
-    _check_labels(raw.y, len(raw.classes), name)
     if raw.x_test is None:
         x_rest, x_test, y_rest, y_test = train_test_split(
             raw.x, raw.y, test_size=test_fraction, stratify=raw.y, random_state=seed
@@ -107,6 +120,12 @@ def prepare(raw: Raw, name: str, val_fraction: float, test_fraction: float, seed
     x_train, x_val, y_train, y_val = train_test_split(
         x_rest, y_rest, test_size=val_fraction, stratify=y_rest, random_state=seed
     )
+    return x_train, y_train, x_val, y_val, x_test, y_test
+
+
+def prepare(raw: Raw, name: str, val_fraction: float, test_fraction: float, seed: int) -> Dataset:
+    _check_labels(raw.y, len(raw.classes), name)
+    x_train, y_train, x_val, y_val, x_test, y_test = _split(raw, val_fraction, test_fraction, seed)
     shape = tuple(raw.input_shape)
     x_train, x_val, x_test = (
         np.asarray(a, np.float32).reshape(-1, *shape) for a in (x_train, x_val, x_test)
