@@ -72,6 +72,29 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 130
+    except Exception as err:
+        # Disk full, folder not writable, ...: often wrapped by a library (Optuna re-raises
+        # storage errors as other exceptions). Say what failed in one line; results written
+        # before stay intact (every output is written atomically).
+        os_err = _os_error(err)
+        if os_err is None:
+            raise
+        where = f" ({os_err.filename})" if os_err.filename else ""
+        print(
+            f"error: {os_err.strerror or os_err}{where}; results written before this are intact",
+            file=sys.stderr,
+        )
+        return 1
+
+
+def _os_error(err: BaseException | None) -> OSError | None:
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, OSError) and err.errno is not None:
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
 
 
 def _pop_cfg(args: list[str]) -> tuple[str | None, list[str]]:
@@ -104,7 +127,10 @@ def _run(verb: str, overrides: list[str], show_cfg: str | None) -> int:
         print(OmegaConf.to_yaml(cfg, resolve=True), end="")
         return 0
     run = config.to_run_config(cfg)
-    command = "python -m automodel " + " ".join(shlex.quote(a) for a in [verb, *overrides])
+    # Recorded in summary.json and the export's provenance: never with a password in it.
+    command = config.mask_url(
+        "python -m automodel " + " ".join(shlex.quote(a) for a in [verb, *overrides])
+    )
     if verb in ("search", "worker"):
         from automodel.workers import stop_on_sigterm
 

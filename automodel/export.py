@@ -582,19 +582,25 @@ def _call(layer: nn.Module, blocks: dict) -> str:
             "automodel.export.LAYERS; a model family that uses it must teach the exporter "
             "how to write it"
         )
-    args = [_literal(a, _attr(layer, a), rule.choices.get(a, ())) for a in rule.positional]
+    values = [_attr(layer, a) for a in rule.positional]
+    args = [
+        _literal(a, v, rule.choices.get(a, ()))
+        for a, v in zip(rule.positional, values, strict=True)
+    ]
+    keywords = {}
     for key, default in rule.keywords.items():
         value = _attr(layer, key)
         if callable(default):
             default = default(layer)
         if default is ALWAYS or value != default:
             args.append(f"{key}={_literal(key, value, rule.choices.get(key, ()))}")
+            keywords[key] = value
     name = f"nn.{cls.__name__}"
     if rule.source is not None:
         name = _block_name(cls)
         blocks.setdefault(name, rule.source)
     expr = f"{name}({', '.join(args)})"
-    _check_layer(expr, layer)
+    _check_layer(expr, layer, cls(*values, **keywords))
     return expr
 
 
@@ -607,10 +613,9 @@ def _attr(layer: nn.Module, name: str):
     return value
 
 
-def _check_layer(expr: str, layer: nn.Module) -> None:
+def _check_layer(expr: str, layer: nn.Module, rebuilt: nn.Module) -> None:
+    """The call written as `expr` (rebuilt here from the same values) must give back `layer`."""
     cls = type(layer)
-    scope = {"__builtins__": {}, "nn": nn, cls.__name__: cls}
-    rebuilt = eval(expr, scope)  # our own text: literals checked above, names from LAYERS
     shapes = {k: tuple(v.shape) for k, v in layer.state_dict().items()}
     rebuilt_shapes = {k: tuple(v.shape) for k, v in rebuilt.state_dict().items()}
     if repr(rebuilt) != repr(layer) or rebuilt_shapes != shapes:

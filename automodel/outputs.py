@@ -24,10 +24,33 @@ from pathlib import Path
 import torch
 
 
-def write_atomic(path: Path, data: bytes | str) -> None:
+def _mkstemp(path: Path) -> tuple[int, str]:
+    """A temporary file beside `path`, readable like any file the user creates (mkstemp's
+    own 0600 would make shared results unreadable to the rest of a team)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    raw = data.encode() if isinstance(data, str) else data
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.fchmod(fd, 0o666 & ~_UMASK)
+    return fd, tmp
+
+
+def _read_umask() -> int:
+    # os.umask() can only be read by setting it, which races with other threads' file creation.
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    return 0o022
+
+
+_UMASK = _read_umask()
+
+
+def write_atomic(path: Path, data: bytes | str) -> None:
+    raw = data.encode() if isinstance(data, str) else data
+    fd, tmp = _mkstemp(path)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(raw)
@@ -45,8 +68,7 @@ def write_json(path: Path, obj) -> None:
 
 def save_checkpoint(path: Path, checkpoint: dict) -> None:
     """A checkpoint is plain data plus tensors, so it loads with weights_only=True."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    fd, tmp = _mkstemp(path)
     os.close(fd)
     try:
         torch.save(checkpoint, tmp)

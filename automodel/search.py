@@ -45,6 +45,9 @@ class Plan:
 
 def prepare(run: RunConfig) -> Plan:
     """Load and check the space and the data; nothing is written. Raises ConfigError."""
+    runs_dir = Path(run.runs_dir)
+    if runs_dir.exists() and not runs_dir.is_dir():
+        raise ConfigError(f"runs_dir {run.runs_dir!r} is a file, not a folder")
     space_path = config.resolve_space_path(run.search_space)
     try:
         space = spaces.load(space_path)

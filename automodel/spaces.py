@@ -124,6 +124,8 @@ def load(path: str | Path) -> Space:
 
 def parse(raw: Any) -> Space:
     """Validate a space given as plain data (what the YAML file holds)."""
+    if raw is None or raw == {}:
+        raise ValueError("the space is empty; it needs family: and params:")
     if not isinstance(raw, dict):
         raise ValueError(f"a search space must be a mapping with keys {', '.join(_TOP_KEYS)}")
     unknown = sorted(set(raw) - set(_TOP_KEYS))
@@ -255,13 +257,25 @@ def _when(where: str, when: Any, seen: dict[str, Entry]) -> dict[str, tuple]:
 
 
 def _check_enqueued(i: int, fixed: Any, space: Space, rules: dict[str, Param]) -> None:
+    """An enqueued trial must be a point of the space, or Optuna would quietly resample it."""
     where = f"enqueue[{i}]"
     if not isinstance(fixed, dict):
         raise ValueError(f"{where} must be a mapping of param -> value")
     sampled = {e.name: e for e in space.entries if e.type != "fixed"}
     for key, value in fixed.items():
-        base = key.rsplit("_l", 1)[0] if "_l" in key and key.rsplit("_l", 1)[1].isdigit() else key
+        base, _, layer = key.rpartition("_l")
+        if not (base and layer.isdigit() and base in sampled):
+            base = key
         entry = sampled.get(base)
         if entry is None or (base != key) != (entry.per_layer is not None):
             raise ValueError(f"{where}.{key}: not a sampled param of this space")
         rules[base].check(f"{where}.{key}", value)
+        if entry.type == "categorical" and value not in entry.choices:
+            raise ValueError(
+                f"{where}.{key}: {value!r} is not one of the space's choices "
+                f"{', '.join(map(str, entry.choices))}"
+            )
+        if entry.type in ("int", "float") and not entry.low <= value <= entry.high:
+            raise ValueError(
+                f"{where}.{key}: {value!r} is outside the space's range [{entry.low}, {entry.high}]"
+            )

@@ -38,7 +38,9 @@ def open_storage(storage_url: str | None, study_dir: Path) -> optuna.storages.Ba
 
         study_dir.mkdir(parents=True, exist_ok=True)
         path = str(study_dir / "study.journal")
-        return optuna.storages.JournalStorage(JournalFileBackend(path, JournalFileOpenLock(path)))
+        lock = JournalFileOpenLock(path)
+        repair_torn_tail(Path(path), lock)
+        return optuna.storages.JournalStorage(JournalFileBackend(path, lock))
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     return optuna.storages.RDBStorage(
         storage_url,
@@ -46,6 +48,29 @@ def open_storage(storage_url: str | None, study_dir: Path) -> optuna.storages.Ba
         grace_period=2 * HEARTBEAT_SECONDS,
         engine_kwargs={"pool_pre_ping": True},
     )
+
+
+def repair_torn_tail(path: Path, lock) -> bool:
+    """Drop a half-written last record of the journal (a write cut by a full disk or a kill).
+
+    Optuna appends whole records ending in a newline under `lock`; holding it, a file that does
+    not end in a newline has a torn tail, whose operation never completed. Left in place, the
+    next append would glue a valid record to it and make the whole journal unreadable.
+    """
+    if not path.exists() or path.stat().st_size == 0:
+        return False
+    lock.acquire()
+    try:
+        with open(path, "rb+") as f:
+            f.seek(-1, os.SEEK_END)
+            if f.read(1) == b"\n":
+                return False
+            f.seek(0)
+            data = f.read()
+            f.truncate(data.rfind(b"\n") + 1)
+            return True
+    finally:
+        lock.release()
 
 
 def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:

@@ -48,9 +48,8 @@ def slot_env(slot: Slot) -> dict[str, str]:
 def run_parallel(plan, slots: list[Slot], deadline: float, start: float) -> list[str]:
     """Run one worker process per slot until the budget is met; returns problems to report.
 
-    Ctrl-C reaches every worker (one process group): each records its trial as failed and
-    exits; stragglers are terminated after STOP_GRACE seconds, then KeyboardInterrupt
-    propagates to the caller.
+    On Ctrl-C every worker records its trial as failed and exits; stragglers are killed after
+    STOP_GRACE seconds, then KeyboardInterrupt propagates to the caller.
     """
     ctx = multiprocessing.get_context("spawn")  # fork would copy torch's threads and CUDA state
     procs = []
@@ -72,11 +71,16 @@ def run_parallel(plan, slots: list[Slot], deadline: float, start: float) -> list
                 proc.join()
                 pending.remove(proc)
     except KeyboardInterrupt:
+        # Ctrl-C in a terminal reaches the workers too, a SIGINT sent to this process alone
+        # does not: SIGTERM them (they treat it like Ctrl-C and record their trial as failed).
+        for proc in procs:
+            if proc.is_alive():
+                proc.terminate()
         for proc in procs:
             proc.join(timeout=STOP_GRACE)
         for proc in procs:
             if proc.is_alive():
-                proc.terminate()
+                proc.kill()
         raise
     problems = []
     for index, proc in enumerate(procs):

@@ -1,0 +1,167 @@
+"""Fault injection with real processes and stores: interrupts, a full disk, trials that crash."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+import time
+
+import optuna
+import pytest
+import torch
+from optuna.trial import TrialState
+
+from automodel import models, search
+from automodel import study as studylib
+from automodel.hparams import Param
+from tests.conftest import FAST, ROOT, cli
+
+
+def _study(study_dir):
+    return optuna.load_study(
+        study_name=study_dir.name, storage=studylib.open_storage(None, study_dir)
+    )
+
+
+def _digits_args(runs, workers):
+    return [
+        "data=digits",
+        "study.n_trials=12",
+        "trainer.max_epochs=25",
+        "study.pruner=none",
+        "tracking.enabled=false",
+        "trainer.threads=1",
+        f"workers={workers}",
+        "quiet=true",
+        f"runs_dir={runs}",
+    ]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sigint_stops_cleanly_and_the_study_resumes(tmp_path, workers):
+    runs = tmp_path / "runs"
+    args = _digits_args(runs, workers)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "automodel", "search", *args],
+        cwd=ROOT,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    journal = runs / "digits-mlp" / "study.journal"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+        if journal.exists():
+            trials = _study(journal.parent).get_trials(deepcopy=False)
+            if (
+                sum(t.state == TrialState.COMPLETE for t in trials) >= 2
+                and trials[-1].state == TrialState.RUNNING
+            ):
+                break
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted: finished trials are saved; rerun the same command to resume" in err
+    assert "Traceback" not in err
+    states = [t.state for t in _study(journal.parent).get_trials()]
+    assert TrialState.RUNNING not in states  # the interrupted trials were recorded as failed
+    assert TrialState.FAIL in states
+    res = cli("search", *args)
+    assert res.returncode == 0, res.stderr
+    states = [t.state for t in _study(journal.parent).get_trials()]
+    assert sum(s in studylib.FINISHED for s in states) == 12
+
+
+def test_a_full_disk_is_one_clear_error_and_earlier_results_stay(tmp_path):
+    runs = tmp_path / "runs"
+    args = [*FAST, f"runs_dir={runs}"]
+    assert cli("search", *args, "study.n_trials=3").returncode == 0
+    study_dir = runs / "synthetic-mlp"
+    before = {
+        p: (study_dir / p).read_bytes()
+        for p in ("summary.json", "best_model.pt", "export/best_model.py")
+    }
+    limit = (study_dir / "study.journal").stat().st_size + 3000
+
+    def full_disk():  # writes past `limit` bytes fail with EFBIG, as on a full disk
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    res = subprocess.run(
+        [sys.executable, "-m", "automodel", "search", *args, "study.n_trials=40"],
+        cwd=ROOT,
+        preexec_fn=full_disk,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert res.returncode == 1
+    assert res.stderr.strip().startswith("error: File too large")
+    assert "results written before this are intact" in res.stderr
+    assert "Traceback" not in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    for name, data in before.items():
+        assert (study_dir / name).read_bytes() == data, name
+    # The study still loads with every trial finished before; a rerun with space completes it.
+    assert sum(t.state == TrialState.COMPLETE for t in _study(study_dir).get_trials()) >= 3
+    res = cli("search", *args, "study.n_trials=6")
+    assert res.returncode == 0, res.stderr
+    summary = json.loads((study_dir / "summary.json").read_text())
+    assert summary["counts"]["complete"] + summary["counts"]["pruned"] == 6
+
+
+def test_runs_dir_that_is_a_file_is_refused(tmp_path):
+    a_file = tmp_path / "runs"
+    a_file.write_text("not a folder")
+    res = cli("search", *FAST, f"runs_dir={a_file}")
+    assert res.returncode == 2
+    assert res.stderr.strip() == f"error: runs_dir '{a_file}' is a file, not a folder"
+
+
+class Failing(torch.nn.Module):
+    """A test-only family whose forward raises what its `fault` param names."""
+
+    def __init__(self, n_in, n_out, fault):
+        super().__init__()
+        self.linear = torch.nn.Linear(n_in, n_out)
+        self.fault = fault
+
+    def forward(self, x):
+        if self.fault == "oom":
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+        if self.fault == "bug":
+            raise RuntimeError("mat1 and mat2 shapes cannot be multiplied (4x3 and 5x6)")
+        return self.linear(x)
+
+
+@pytest.fixture
+def failing_family(monkeypatch, tmp_path):
+    family = models.Family(
+        {"fault": Param("choice", "none", choices=("none", "oom", "bug"))},
+        lambda params, shape, n_out: Failing(shape[0], n_out, params.get("fault", "none")),
+    )
+    monkeypatch.setitem(models.FAMILIES, "failing", family)
+    path = tmp_path / "failing.yaml"
+    path.write_text(
+        "family: failing\nparams:\n  fault: {type: categorical, choices: [none, oom, bug]}\n"
+        "enqueue:\n  - {fault: oom}\n  - {fault: bug}\n  - {fault: none}\n"
+    )
+    return f"search_space={path}"
+
+
+def test_trials_that_raise_or_run_out_of_memory_fail_with_their_reason(make_run, failing_family):
+    run = make_run(failing_family, "study.n_trials=3")
+    summary = search.search(run)
+    trials = _study(run.study_dir).get_trials()
+    assert [t.state for t in trials[:3]] == [TrialState.FAIL, TrialState.FAIL, TrialState.COMPLETE]
+    assert (
+        trials[0].user_attrs["fail_reason"]
+        == "OutOfMemoryError: CUDA out of memory. Tried to allocate 20.00 GiB"
+    )
+    assert trials[1].user_attrs["fail_reason"].startswith("RuntimeError: mat1 and mat2 shapes")
+    assert summary["counts"]["failed"] >= 2 and summary["params"]["fault"] == "none"
