@@ -216,6 +216,7 @@ class Objective:
             on_epoch_end=on_epoch_end,
         )
         trial.set_user_attr("best_epoch", result.best_epoch)
+        trial.set_user_attr(studylib.VAL_LOSS_ATTR, result.history[result.best_epoch - 1].val_loss)
         self._keep_weights(trial, params, recipe, result)
         return result.best_value
 
@@ -223,15 +224,20 @@ class Objective:
         """Save this trial's weights if it ranks in the top k, and drop those pushed out."""
         study_dir, k = self.plan.run.study_dir, self.plan.run.study.keep_top_k
         done = trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        # Earlier trials win ties, as in Optuna's best_trial.
-        ahead = sum(1 for t in done if t.value >= result.best_value)
+        loss = result.history[result.best_epoch - 1].val_loss
+        mine = studylib.rank_key(result.best_value, loss, trial.number)
+        keys = {
+            t.number: studylib.rank_key(t.value, t.user_attrs.get(studylib.VAL_LOSS_ATTR), t.number)
+            for t in done
+        }
+        ahead = sum(1 for key in keys.values() if key < mine)
         if ahead < k:
             ckpt = checkpoint(
                 self.plan, trial.number, params, recipe, result.best_state, result.best_value
             )
             outputs.save_checkpoint(outputs.trial_checkpoint(study_dir, trial.number), ckpt)
-        ranked = sorted([(-t.value, t.number) for t in done] + [(-result.best_value, trial.number)])
-        keep = {n for _, n in ranked[:k]}
+        ranked = sorted([*keys.values(), mine])
+        keep = {key[-1] for key in ranked[:k]}
         outputs.prune_trials(study_dir, keep, {t.number for t in done})
 
 

@@ -48,13 +48,10 @@ def test_search_writes_the_documented_outputs(make_run):
         assert (run.study_dir / name).is_file(), name
     # Only the top-k trials keep weights, and they are the best ones.
     kept = sorted(int(p.name) for p in (run.study_dir / "trials").iterdir())
-    ranked = [
-        t.number
-        for t in sorted(
-            (t for t in _trials(run) if t.state == TrialState.COMPLETE),
-            key=lambda t: (-t.value, t.number),
-        )
-    ]
+    study = optuna.load_study(
+        study_name=run.study.name, storage=studylib.open_storage(None, run.study_dir)
+    )
+    ranked = [t.number for t in studylib.ranked(study)]
     assert kept == sorted(ranked[:2])
     ckpt = torch.load(run.study_dir / "best_model.pt", weights_only=True)
     assert ckpt["trial"] == summary["best_trial"] and ckpt["test"] == summary["test"]

@@ -21,8 +21,12 @@ def _calls(tree: ast.AST):
     for node in ast.walk(tree):
         if isinstance(node, ast.Call):
             f = node.func
-            name = f.id if isinstance(f, ast.Name) else f.attr if isinstance(f, ast.Attribute) else ""
-            owner = f.value.id if isinstance(f, ast.Attribute) and isinstance(f.value, ast.Name) else ""
+            name = (
+                f.id if isinstance(f, ast.Name) else f.attr if isinstance(f, ast.Attribute) else ""
+            )
+            owner = (
+                f.value.id if isinstance(f, ast.Attribute) and isinstance(f.value, ast.Name) else ""
+            )
             yield owner, name, node
 
 
@@ -31,14 +35,19 @@ def test_no_eval_exec_pickle_or_unsafe_torch_load(path):
     source = path.read_text()
     for owner, name, node in _calls(ast.parse(source)):
         if isinstance(node.func, ast.Name):  # builtins; model.eval() is a method, and fine
-            assert name not in ("eval", "exec", "__import__"), f"{path.name}:{node.lineno} calls {name}"
+            assert name not in ("eval", "exec", "__import__"), (
+                f"{path.name}:{node.lineno} calls {name}"
+            )
         assert not (owner == "pickle" and name in ("load", "loads")), f"{path.name}:{node.lineno}"
-        assert not (owner == "yaml" and name in ("load", "unsafe_load")), f"{path.name}:{node.lineno} use yaml.safe_load"
+        assert not (owner == "yaml" and name in ("load", "unsafe_load")), (
+            f"{path.name}:{node.lineno} use yaml.safe_load"
+        )
         if owner == "torch" and name == "load":
             kw = {k.arg: k.value for k in node.keywords}
-            assert isinstance(kw.get("weights_only"), ast.Constant) and kw["weights_only"].value is True, (
-                f"{path.name}:{node.lineno}: torch.load without weights_only=True"
-            )
+            assert (
+                isinstance(kw.get("weights_only"), ast.Constant)
+                and kw["weights_only"].value is True
+            ), f"{path.name}:{node.lineno}: torch.load without weights_only=True"
     assert "_target_" not in source
     assert "hydra.utils.instantiate" not in source
 
@@ -53,7 +62,10 @@ def test_generated_script_template_loads_weights_safely():
 @pytest.mark.parametrize(
     ("url", "masked"),
     [
-        ("postgresql+psycopg2://alice:s3cr%40t@db.example:5432/optuna", "postgresql+psycopg2://alice:***@db.example:5432/optuna"),
+        (
+            "postgresql+psycopg2://alice:s3cr%40t@db.example:5432/optuna",
+            "postgresql+psycopg2://alice:***@db.example:5432/optuna",
+        ),
         ("http://bob:hunter2@mlflow:5000", "http://bob:***@mlflow:5000"),
         ("postgresql://db.example/optuna", "postgresql://db.example/optuna"),
         ("sqlite:///runs/mlflow.db", "sqlite:///runs/mlflow.db"),
@@ -70,7 +82,14 @@ def test_a_storage_password_appears_nowhere(tmp_path):
     secret = "pw-5ecr3t-xyz"
     url = PG_URL.replace("postgres@", f"postgres:{secret}@", 1)
     runs = tmp_path / "runs"
-    res = cli("search", *FAST, f"runs_dir={runs}", f"study.storage={url}", "study.name=secret-test", "quiet=false")
+    res = cli(
+        "search",
+        *FAST,
+        f"runs_dir={runs}",
+        f"study.storage={url}",
+        "study.name=secret-test",
+        "quiet=false",
+    )
     assert res.returncode == 0, res.stderr
     assert secret not in res.stdout + res.stderr
     for path in runs.rglob("*"):
