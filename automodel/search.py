@@ -82,16 +82,19 @@ def open_study(plan: Plan, seed_offset: int = 0, must_exist: bool = False) -> op
         pruner = studylib.make_pruner(run.study.pruner, run.trainer.max_epochs)
     except ValueError as err:
         raise ConfigError(str(err)) from None
+    missing = ConfigError(
+        f"no study named {run.study.name!r} in {_storage_label(run)}; start it with "
+        "python -m automodel search (same settings), then add workers"
+    )
+    if must_exist and run.study.storage is None and not (run.study_dir / "study.journal").exists():
+        raise missing  # before opening the journal, which would create it
     storage = _storage(run)
     identity = {"space": plan.space.source, "data": config.as_dict(run)["data"]}
     try:
         existing = optuna.load_study(study_name=run.study.name, storage=storage).user_attrs
     except KeyError:  # a new study
         if must_exist:
-            raise ConfigError(
-                f"no study named {run.study.name!r} in {_storage_label(run)}; start it with "
-                "python -m automodel search (same settings), then add workers"
-            ) from None
+            raise missing from None
         existing = {}
     for key, value in identity.items():
         if existing.get(key) not in (None, value):
