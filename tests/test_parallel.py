@@ -19,7 +19,7 @@ import pytest
 from optuna.trial import TrialState
 
 from automodel import study as studylib
-from tests.conftest import FAST, ROOT, cli, tree
+from tests.conftest import FAST, ROOT, cli
 
 PG_URL = os.environ.get("AUTOMODEL_TEST_POSTGRES_URL")
 needs_pg = pytest.mark.skipif(
