@@ -16,6 +16,7 @@ from automodel.config import CONF_DIR, SPACES_DIR, ConfigError
 VERBS = {
     "search": "run a model search, or resume the study of the same name",
     "status": "list the studies under runs_dir, or the top trials of study.name=...",
+    "ui": "start the MLflow UI for the tracking store on ui.host:ui.port (Ctrl-C stops it)",
 }
 
 EXIT_USAGE = 2
@@ -39,6 +40,7 @@ def usage() -> str:
         "  python -m automodel search trainer.max_epochs=10 study.pruner=hyperband seed=1\n"
         "  python -m automodel search --cfg job      # print the resolved config and exit\n"
         "  python -m automodel status study.name=digits-mlp\n"
+        "  python -m automodel ui ui.port=5001          # browse runs, models and plots in MLflow\n"
     )
 
 
@@ -101,7 +103,10 @@ def _run(verb: str, overrides: list[str], show_cfg: str | None) -> int:
         print(OmegaConf.to_yaml(cfg, resolve=True), end="")
         return 0
     run = config.to_run_config(cfg)
-    command = "python -m automodel " + " ".join(shlex.quote(a) for a in [verb, *overrides])
+    # Recorded in summary.json and on the MLflow run: never with a URL's password.
+    command = config.mask_url(
+        "python -m automodel " + " ".join(shlex.quote(a) for a in [verb, *overrides])
+    )
     if verb == "search":
         return _search(run, command)
     if verb == "status":
@@ -109,6 +114,10 @@ def _run(verb: str, overrides: list[str], show_cfg: str | None) -> int:
 
         one = any(o.lstrip("+").startswith("study.name=") for o in overrides)
         return status.show(run, one_study=one)
+    if verb == "ui":
+        from automodel import ui
+
+        return ui.serve(run)
     raise AssertionError(verb)
 
 

@@ -314,7 +314,7 @@ def search(run: RunConfig, command: str = "") -> dict:
         for params in plan.space.enqueue:
             study.enqueue_trial(params, skip_if_exists=True)
     device = _device(slots[0])
-    tracker = None
+    tracker = _tracker(plan, study)
     if not run.quiet:
         c = studylib.counts(study)
         print(
@@ -324,8 +324,34 @@ def search(run: RunConfig, command: str = "") -> dict:
             f"device {device}, outputs in {run.study_dir}/",
             flush=True,
         )
-    run_trials(plan, study, device, tracker, start)
-    return finish(plan, study, device, time.monotonic() - start, command)
+    try:
+        run_trials(plan, study, device, tracker, start)
+        summary = finish(plan, study, device, time.monotonic() - start, command, tracker)
+    except BaseException as err:
+        if tracker is not None:
+            tracker.close(err)
+        raise
+    if tracker is not None:
+        tracker.close()
+    return summary
+
+
+def _tracker(plan: Plan, study: optuna.Study):
+    """The study's MLflow tracker, or None with tracking.enabled=false (mlflow never imported)."""
+    run = plan.run
+    if not run.tracking.enabled:
+        return None
+    from automodel import tracking
+
+    tracker = tracking.Tracker(run)
+    tracker.start_study(plan, study)
+    if not run.quiet:
+        print(
+            f"mlflow: run {tracker.parent_id} in experiment {run.tracking.experiment} at "
+            f"{tracker.store.shown} (browse: python -m automodel ui)",
+            flush=True,
+        )
+    return tracker
 
 
 def _device(slot: devices.Slot) -> torch.device:
@@ -340,9 +366,18 @@ def _quiet_optuna() -> None:
 
 
 def finish(
-    plan: Plan, study: optuna.Study, device: torch.device, wall: float, command: str = ""
+    plan: Plan,
+    study: optuna.Study,
+    device: torch.device,
+    wall: float,
+    command: str = "",
+    tracker=None,
 ) -> dict:
-    """Evaluate the best trial on the test split and write best_model.pt and summary.json."""
+    """Evaluate the best trial on the test split and write best_model.pt and summary.json.
+
+    With a tracker, the summary names the study's MLflow parent run (`mlflow_run_id`), and
+    the result goes to that run once summary.json is on disk.
+    """
     run = plan.run
     counts = studylib.counts(study)
     best = studylib.best_trial(study)
@@ -376,7 +411,11 @@ def finish(
         "weights": str(study_dir / "best_model.pt"),
         "command": command,
     }
+    if tracker is not None:
+        summary["mlflow_run_id"] = tracker.parent_id
     outputs.write_json(study_dir / "summary.json", summary)
+    if tracker is not None:
+        tracker.finish_study(plan, study, summary, model, ckpt)
     return summary
 
 
