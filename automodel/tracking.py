@@ -60,6 +60,7 @@ STORAGE_TAG = "automodel.storage"  # the Optuna storage, masked: same name + sto
 TRIAL_TAG = "automodel.trial"
 STATE_TAG = "automodel.state"  # running, complete, pruned, failed
 REASON_TAG = "automodel.fail_reason"
+STOP_TAG = "automodel.stop_reason"  # on the parent: why the last invocation broke off
 VALUE_TAG = "automodel.val"  # on a model version: the validation value it was registered with
 
 # Optuna's final state -> (our state tag, MLflow run status)
@@ -72,6 +73,7 @@ _ENDINGS = {
 _NOT_SETTINGS = ("quiet", "trial", "ui")
 _BATCH = 100  # MLflow accepts at most 100 params and 100 tags per log_batch
 _FLUSH_SECONDS = 120.0
+_GATHER_SECONDS = 0.5  # how long the writer collects queued writes before sending them
 
 
 @dataclass(frozen=True)
@@ -261,7 +263,8 @@ class Tracker:
         ]
         _log_batch(self.client, self.parent_id, params=params, tags=tags)
         for key in logged.tags:
-            if key.startswith("latest.") and key[len("latest.") :] not in changed:
+            stale = key.startswith("latest.") and key[len("latest.") :] not in changed
+            if stale or key == STOP_TAG:  # a rerun: the previous stop is history
                 self.client.delete_tag(self.parent_id, key)
 
     def end_stale_children(self, study: optuna.Study) -> list[int]:
@@ -513,14 +516,14 @@ class Tracker:
                 self.parent_id,
                 status,
                 None,
-                {"automodel.stop_reason": _mask(reason)[:5000]},
+                {STOP_TAG: _mask(reason)[:5000]},
                 [],
             )
         atexit.unregister(self.close)
 
-    def writer_seconds(self) -> float:
-        """Time the background thread spent writing (for the benchmark)."""
-        return self._writer.seconds
+    def writer_seconds(self) -> tuple[float, float]:
+        """(wall, CPU) seconds the background thread spent writing (for the benchmark)."""
+        return self._writer.seconds, self._writer.cpu_seconds
 
     def flush(self, timeout: float = _FLUSH_SECONDS) -> None:
         self._writer.flush(timeout)
@@ -572,7 +575,8 @@ class _Writer:
     def __init__(self, client, warn):
         self.client = client
         self.warn = warn
-        self.seconds = 0.0
+        self.seconds = 0.0  # wall time spent writing
+        self.cpu_seconds = 0.0  # CPU time of the thread (what it takes from training on CPU)
         self.runs: dict[int, str] = {}  # trial number -> child run id (owned by the thread)
         self.open: set[int] = set()
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
@@ -601,17 +605,36 @@ class _Writer:
 
     def _loop(self) -> None:
         while True:
-            ops = [self._queue.get()]
-            with contextlib.suppress(queue.Empty):
-                while True:
-                    ops.append(self._queue.get_nowait())
-            started = time.perf_counter()
+            ops = self._gather()
+            started, cpu = time.perf_counter(), time.thread_time()
             stop = False
             for op in _coalesce(ops):
-                stop = self._apply(op) or stop
+                try:
+                    stop = self._apply(op) or stop
+                except Exception as err:  # a bug here must not end all later writes
+                    self.warn(f"a write failed: {_reason(err)}")
             self.seconds += time.perf_counter() - started
+            self.cpu_seconds += time.thread_time() - cpu
             if stop:
                 return
+
+    def _gather(self) -> list[tuple]:
+        """Block for one op, then collect more for up to _GATHER_SECONDS (less on a flush).
+
+        Fast epochs then share one write per trial; a slow epoch still shows up in the UI
+        within _GATHER_SECONDS of its end.
+        """
+        ops = [self._queue.get()]
+        deadline = time.monotonic() + _GATHER_SECONDS
+        while ops[-1][0] not in ("sync", "close"):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            try:
+                ops.append(self._queue.get(timeout=left))
+            except queue.Empty:
+                break
+        return ops
 
     def _apply(self, op: tuple) -> bool:
         kind = op[0]
@@ -627,20 +650,21 @@ class _Writer:
             return True
         elif kind == "start":
             _, number, spec, metrics = op
-            self._start(number, spec)
-            self._metrics(number, metrics)
+            self._start(number, spec, metrics)
         elif kind == "metrics":
             self._metrics(op[1], op[2])
         elif kind == "end":
             _, number, spec, ending = op
             if number not in self.runs:  # failed before trial_started: open it now
-                self._start(number, spec)
+                self._start(number, spec, [])
             if number in self.runs:
                 self._retry(_end_run, self.client, self.runs[number], *ending)
             self.open.discard(number)
         return False
 
-    def _start(self, number: int, spec: dict) -> None:
+    def _start(self, number: int, spec: dict, metrics: list) -> None:
+        from mlflow.entities import Metric, Param
+
         run = self._retry(
             self.client.create_run,
             spec["experiment_id"],
@@ -652,10 +676,9 @@ class _Writer:
             return
         self.runs[number] = run.info.run_id
         self.open.add(number)
-        from mlflow.entities import Param
-
         params = [Param(k, v) for k, v in spec["params"].items()]
-        self._retry(_log_batch, self.client, run.info.run_id, [], params, [])
+        batch = [Metric(*m) for m in metrics]
+        self._retry(_log_batch, self.client, run.info.run_id, batch, params, [])
 
     def _metrics(self, number: int, metrics: list) -> None:
         if number not in self.runs or not metrics:
@@ -678,7 +701,10 @@ class _Writer:
 
 
 def _coalesce(ops: list[tuple]) -> list[tuple]:
-    """Merge each trial's queued metrics into one op, keeping order around its start and end."""
+    """Merge each trial's queued metrics into one op, keeping order around its start and end.
+
+    Metrics queued just before a trial's end travel with the end's own batch: one write less.
+    """
     out: list[tuple] = []
     pending: dict[int, list] = {}
 
@@ -689,6 +715,9 @@ def _coalesce(ops: list[tuple]) -> list[tuple]:
     for op in ops:
         if op[0] == "metrics":
             pending.setdefault(op[1], []).extend(op[2])
+        elif op[0] == "end" and op[1] in pending:
+            status, end_ms, tags, metrics = op[3]
+            out.append(("end", op[1], op[2], (status, end_ms, tags, pending.pop(op[1]) + metrics)))
         elif op[0] in ("start", "end"):
             release(op[1])
             out.append(op)

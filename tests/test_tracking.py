@@ -358,14 +358,17 @@ def test_ui_refuses_a_port_in_use(make_run):
 
 
 def test_queued_metrics_are_merged_per_trial_in_order():
-    m = [("val_accuracy", 0.5, 0, 1)]
+    m, last = [("val_accuracy", 0.5, 0, 1)], [("best_val_accuracy", 0.5, 0, 0)]
     ops = [("start", 0, {}, []), ("metrics", 0, m), ("metrics", 1, m), ("metrics", 0, m)]
-    ops += [("end", 0, {}, ()), ("metrics", 1, m)]
+    ops += [("end", 0, {}, ("FINISHED", 0, {}, last)), ("metrics", 1, m), ("sync", None)]
+    ops += [("metrics", 0, m), ("start", 0, {}, [])]
     assert tracking._coalesce(ops) == [
         ("start", 0, {}, []),
-        ("metrics", 0, m + m),
-        ("end", 0, {}, ()),
+        ("end", 0, {}, ("FINISHED", 0, {}, m + m + last)),
         ("metrics", 1, m + m),
+        ("sync", None),
+        ("metrics", 0, m),
+        ("start", 0, {}, []),
     ]
 
 
