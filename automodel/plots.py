@@ -43,8 +43,9 @@ def study_plots(study: optuna.Study, out_dir: Path) -> tuple[list[Path], dict[st
     html = has_plotly()
     for stem, name in STUDY_PLOTS.items():
         try:
-            with warnings.catch_warnings():
-                # Optuna marks its matplotlib backend experimental; we use it on purpose.
+            # Optuna marks its matplotlib backend experimental (we use it on purpose) and sets
+            # the ggplot style globally: rc_context puts the caller's style back.
+            with warnings.catch_warnings(), plt.rc_context():
                 warnings.simplefilter("ignore")
                 ax = getattr(optuna_mpl, name)(study)
                 fig = _figure(ax)
@@ -86,6 +87,7 @@ def confusion_matrix(
     size = max(4.0, 0.45 * len(classes) + 2.5)
     fig, ax = plt.subplots(figsize=(size, size))
     ax.imshow(counts, cmap="Blues")
+    ax.grid(False)
     ticks = range(len(classes))
     ax.set_xticks(ticks, classes, rotation=45 if len(classes) > 6 else 0)
     ax.set_yticks(ticks, classes)

@@ -73,6 +73,7 @@ _ENDINGS = {
 _NOT_SETTINGS = ("quiet", "trial", "ui")
 _BATCH = 100  # MLflow accepts at most 100 params and 100 tags per log_batch
 _FLUSH_SECONDS = 120.0
+_SETTLE_SECONDS = 1.0  # a new parent run on a server: wait before checking for a racer
 _GATHER_SECONDS = 0.5  # how long the writer collects queued writes before sending them
 
 
@@ -155,9 +156,10 @@ class Tracker:
     def attach(self, study_name: str | None = None) -> str:
         """Find the study's parent run, creating it only if no process has yet. Returns its id.
 
-        Safe when processes race: each creates, then searches again and keeps the oldest
-        parent, deleting its own if it lost. So a worker joining a study (any host, any order)
-        ends up under the one parent.
+        Safe when processes race: on a sqlite store a file lock serialises them; on a server
+        each creates, waits a second for a racer's run to land, searches again and keeps the
+        oldest, deleting its own if it lost. So a worker joining a study (any host, any
+        order) ends up under the one parent.
         """
         if self.parent_id is not None:
             return self.parent_id
@@ -234,6 +236,9 @@ class Tracker:
             ),
         }
         mine = self.client.create_run(self.experiment_id, run_name=name, tags=tags).info.run_id
+        if not _lockable(self.store):
+            # A racer may have stamped its run earlier but not committed it yet: let it land.
+            time.sleep(_SETTLE_SECONDS)
         oldest = self._parents(name)[0].info.run_id
         if oldest != mine:  # lost a race with another process: use its parent
             self.client.delete_run(mine)
@@ -368,14 +373,21 @@ class Tracker:
         self.attach()
         self._writer.flush(_FLUSH_SECONDS)
         pid, study_dir = self.parent_id, plan.run.study_dir
-        self._log_result(summary, len(study.trials))
-        for name in ("summary.json", "best_params.json", "config.yaml"):
+        self._try("logging the result", self._log_result, summary, len(study.trials))
+        for name in ("summary.json", "best_params.json"):
             if (study_dir / name).is_file():
                 self._try(f"logging {name}", self.client.log_artifact, pid, str(study_dir / name))
         self._try("logging plots", self._log_plots, plan, study, model, summary)
         self._try("logging the best model", self._log_model, plan, model, summary)
-        self.client.set_terminated(pid, "FINISHED")
+        self._try("ending the study's run", self.client.set_terminated, pid, "FINISHED")
         self._finished = True
+
+    def log_export(self, folder: Path) -> None:
+        """Put an exported model folder (best_model.py and its files) on the parent run."""
+        self.attach()
+        self._try(
+            "logging the export", self.client.log_artifacts, self.parent_id, str(folder), "export"
+        )
 
     def _log_result(self, summary: dict, step: int) -> None:
         from mlflow.entities import Metric, RunTag
@@ -839,6 +851,10 @@ def _pip_requirements() -> list[str]:
     ]
 
 
+def _lockable(s: Store) -> bool:
+    return s.uri.startswith("sqlite:///") and fcntl is not None
+
+
 @contextlib.contextmanager
 def _store_lock(s: Store):
     """Hold an exclusive lock on a sqlite store's `.lock` file (no-op for other stores).
@@ -848,7 +864,7 @@ def _store_lock(s: Store):
     while opening the store and the parent run also keeps processes on one host from racing
     to create the parent at all.
     """
-    if not s.uri.startswith("sqlite:///") or fcntl is None:
+    if not _lockable(s):
         yield
         return
     path = Path(s.uri[len("sqlite:///") :].split("?")[0] + ".lock")

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -196,6 +197,17 @@ def test_the_best_model_is_registered_once(tracked):
     assert float(v.tags[tracking.VALUE_TAG]) == pytest.approx(tracked.summary["val"]["accuracy"])
     parent = client.get_run(v.run_id)
     assert parent.data.tags["automodel.registered"] == "states/1"
+
+
+def test_an_export_folder_goes_on_the_parent_run(tracked, tmp_path):
+    (tmp_path / "export").mkdir()
+    (tmp_path / "export" / "best_model.py").write_text("print('hi')\n")
+    tracker = tracking.Tracker(tracked.run)
+    tracker.log_export(tmp_path / "export")
+    tracker.close()
+    assert tracker.parent_id == tracked.summary["mlflow_run_id"]
+    names = [a.path for a in _client(tracked.runs).list_artifacts(tracker.parent_id, "export")]
+    assert names == ["export/best_model.py"]
 
 
 def test_mlflow_models_predict_serves_the_registered_model(tracked, tmp_path):
@@ -419,6 +431,20 @@ def test_ui_serves_the_runs_over_rest(served, tracked):
     found = _api(served.url, "/api/2.0/mlflow/runs/search", {"experiment_ids": [exp_id]})
     names = {r["info"]["run_name"] for r in found["runs"]}
     assert {"states", "trial-0", "trial-1", "trial-2"} <= names
+
+
+def test_processes_racing_to_open_a_study_share_one_parent(served, tracked):
+    """Through a server (no file lock): each creates, searches again, keeps the oldest."""
+    overrides = [*TRACKED, f"runs_dir={tracked.runs}", "study.name=race"]
+    run = config.to_run_config(config.compose([*overrides, f"tracking.uri={served.url}"]))
+    trackers = [tracking.Tracker(run) for _ in range(4)]
+    with ThreadPoolExecutor(len(trackers)) as pool:
+        ids = list(pool.map(lambda t: t.attach(), trackers))
+    for t in trackers:
+        t.close()
+    parents, _ = _runs(MlflowClient(served.url))
+    racing = [r.info.run_id for r in parents if r.data.tags[tracking.STUDY_TAG] == "race"]
+    assert racing == ids[:1] and len(set(ids)) == 1
 
 
 def test_a_password_in_the_tracking_url_is_never_written(served, tmp_path):
