@@ -12,9 +12,9 @@
 Only this module imports mlflow, and only when a Tracker is made: `tracking.enabled=false`
 never loads it. Every write names its run id through one `MlflowClient` (never the fluent
 active-run stack), so concurrent trials, threads and processes cannot mix runs up. Trial
-writes go through one background thread (`_Writer`) that sends whatever queued up as one
-`log_batch` per run: a trial pays for appending to a queue, and a user watching the UI sees
-each epoch's point as soon as the thread has written it.
+writes go through a background thread (`logqueue.Writer`) that sends what queued up within
+half a second as one `log_batch` per run: a trial pays for appending to a queue, and a user
+watching the UI sees each epoch's point moments after the epoch ends.
 
 Every URL that reaches a param, a tag, an artifact or the console goes through
 `config.mask_url` first.
@@ -27,7 +27,6 @@ import contextlib
 import copy
 import json
 import os
-import queue
 import sys
 import tempfile
 import threading
@@ -41,16 +40,16 @@ from typing import Any
 
 import optuna
 import torch
+from optuna.trial import TrialState
+
+from automodel import config, logqueue, plots, train
+from automodel import study as studylib
+from automodel.config import ConfigError, RunConfig
 
 try:
     import fcntl
 except ImportError:  # Windows: no advisory locks; the parent-run race check still holds
     fcntl = None
-from optuna.trial import TrialState
-
-from automodel import config, plots, train
-from automodel import study as studylib
-from automodel.config import ConfigError, RunConfig
 
 PARENT_TAG = "mlflow.parentRunId"  # MLflow's own: the UI nests a child run under its parent
 NOTE_TAG = "mlflow.note.content"  # MLflow's own: the run's description in the UI
@@ -72,9 +71,8 @@ _ENDINGS = {
 # Config keys that say nothing about a study's result: not logged as parent params.
 _NOT_SETTINGS = ("quiet", "trial", "ui")
 _BATCH = 100  # MLflow accepts at most 100 params and 100 tags per log_batch
-_FLUSH_SECONDS = 120.0
+_FLUSH_SECONDS = logqueue.FLUSH_SECONDS
 _SETTLE_SECONDS = 1.0  # a new parent run on a server: wait before checking for a racer
-_GATHER_SECONDS = 0.5  # how long the writer collects queued writes before sending them
 
 
 @dataclass(frozen=True)
@@ -129,7 +127,8 @@ class Tracker:
         self._finished = False
         self._closed = False
         self._warned: set[str] = set()
-        self._writer = _Writer(self.client, self._warn)
+        self._attach_lock = threading.Lock()
+        self._writer = logqueue.Writer(_Sink(self.client), self._warn)
         atexit.register(self.close)
 
     # -- the study ---------------------------------------------------------------------------
@@ -164,18 +163,21 @@ class Tracker:
         if self.parent_id is not None:
             return self.parent_id
         name = study_name or self.run.study.name
-        try:
-            self._probe_server()
-            with _store_lock(self.store):
-                self.experiment_id = self._experiment()
-                self.parent_id = self._find_or_create_parent(name)
-        except ConfigError:
-            raise
-        except Exception as err:
-            raise ConfigError(
-                f"cannot use tracking.uri {self.store.shown!r}: {_mask(_reason(err))} "
-                "(or turn MLflow off with tracking.enabled=false)"
-            ) from None
+        with self._attach_lock:  # concurrent trials of this process: one of them attaches
+            if self.parent_id is not None:
+                return self.parent_id
+            try:
+                self._probe_server()
+                with _store_lock(self.store):
+                    self.experiment_id = self._experiment()
+                    self.parent_id = self._find_or_create_parent(name)
+            except ConfigError:
+                raise
+            except Exception as err:
+                raise ConfigError(
+                    f"cannot use tracking.uri {self.store.shown!r}: {_mask(_reason(err))} "
+                    "(or turn MLflow off with tracking.enabled=false)"
+                ) from None
         return self.parent_id
 
     def _probe_server(self) -> None:
@@ -368,7 +370,8 @@ class Tracker:
 
         Metrics (best validation and test values, counts) are logged at step = trials in the
         study, so reruns draw the study's progress. A part that fails (a plot, the registry) is
-        a warning: the search's own outputs are already on disk.
+        a warning: the search's own outputs are already on disk. `checkpoint` (the best trial's,
+        as saved in best_model.pt) is not needed yet: the model is logged from `model`.
         """
         self.attach()
         self._writer.flush(_FLUSH_SECONDS)
@@ -571,175 +574,34 @@ class Served(torch.nn.Module):
         return x_normalised * self.std + self.mean
 
 
-# -- the writer thread -------------------------------------------------------------------------
+class _Sink:
+    """The MLflow writes the background writer makes, one child run at a time."""
 
-
-class _Writer:
-    """Sends queued trial writes in order from one daemon thread.
-
-    Ops: ("start", n, spec, metrics), ("metrics", n, metrics), ("end", n, spec, ending),
-    ("sync", event). Whatever queued up while the thread was busy goes out together: the
-    metrics of one trial in one `log_batch`. It maps trial numbers to run ids itself, so
-    callers never wait for a run to be created. A write that fails twice is dropped with a
-    warning: the search matters more than its record.
-    """
-
-    def __init__(self, client, warn):
+    def __init__(self, client):
         self.client = client
-        self.warn = warn
-        self.seconds = 0.0  # wall time spent writing
-        self.cpu_seconds = 0.0  # CPU time of the thread (what it takes from training on CPU)
-        self.runs: dict[int, str] = {}  # trial number -> child run id (owned by the thread)
-        self.open: set[int] = set()
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._loop, name="automodel-mlflow", daemon=True)
-        self._thread.start()
 
-    def put(self, op: tuple) -> None:
-        self._queue.put(op)
+    def create(self, spec: dict) -> str:
+        run = self.client.create_run(
+            spec["experiment_id"], spec["start_time"], spec["tags"], spec["run_name"]
+        )
+        return run.info.run_id
 
-    def flush(self, timeout: float) -> bool:
-        if not self._thread.is_alive():
-            return True
-        done = threading.Event()
-        self._queue.put(("sync", done))
-        if not done.wait(timeout):
-            self.warn(f"pending writes not sent after {timeout:.0f} s")
-            return False
-        return True
-
-    def close(self, status: str, reason: str) -> None:
-        """Flush, end any run still open with `status`, and stop the thread."""
-        done = threading.Event()
-        self._queue.put(("close", status, reason, done))
-        if self._thread.is_alive() and not done.wait(_FLUSH_SECONDS):
-            self.warn(f"pending writes not sent after {_FLUSH_SECONDS:.0f} s")
-
-    def _loop(self) -> None:
-        while True:
-            ops = self._gather()
-            started, cpu = time.perf_counter(), time.thread_time()
-            stop = False
-            for op in _coalesce(ops):
-                try:
-                    stop = self._apply(op) or stop
-                except Exception as err:  # a bug here must not end all later writes
-                    self.warn(f"a write failed: {_reason(err)}")
-            self.seconds += time.perf_counter() - started
-            self.cpu_seconds += time.thread_time() - cpu
-            if stop:
-                return
-
-    def _gather(self) -> list[tuple]:
-        """Block for one op, then collect more for up to _GATHER_SECONDS (less on a flush).
-
-        Fast epochs then share one write per trial; a slow epoch still shows up in the UI
-        within _GATHER_SECONDS of its end.
-        """
-        ops = [self._queue.get()]
-        deadline = time.monotonic() + _GATHER_SECONDS
-        while ops[-1][0] not in ("sync", "close"):
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break
-            try:
-                ops.append(self._queue.get(timeout=left))
-            except queue.Empty:
-                break
-        return ops
-
-    def _apply(self, op: tuple) -> bool:
-        kind = op[0]
-        if kind == "sync":
-            op[1].set()
-        elif kind == "close":
-            _, status, reason, done = op
-            for number in sorted(self.open):
-                tags = {STATE_TAG: "failed", REASON_TAG: _mask(reason)[:5000]}
-                self._retry(_end_run, self.client, self.runs[number], status, None, tags, [])
-            self.open.clear()
-            done.set()
-            return True
-        elif kind == "start":
-            _, number, spec, metrics = op
-            self._start(number, spec, metrics)
-        elif kind == "metrics":
-            self._metrics(op[1], op[2])
-        elif kind == "end":
-            _, number, spec, ending = op
-            if number not in self.runs:  # failed before trial_started: open it now
-                self._start(number, spec, [])
-            if number in self.runs:
-                self._retry(_end_run, self.client, self.runs[number], *ending)
-            self.open.discard(number)
-        return False
-
-    def _start(self, number: int, spec: dict, metrics: list) -> None:
+    def log(self, run_id: str, metrics: list, params: dict) -> None:
         from mlflow.entities import Metric, Param
 
-        run = self._retry(
-            self.client.create_run,
-            spec["experiment_id"],
-            spec["start_time"],
-            spec["tags"],
-            spec["run_name"],
+        _log_batch(
+            self.client,
+            run_id,
+            [Metric(*m) for m in metrics],
+            [Param(k, v) for k, v in params.items()],
         )
-        if run is None:
-            return
-        self.runs[number] = run.info.run_id
-        self.open.add(number)
-        params = [Param(k, v) for k, v in spec["params"].items()]
-        batch = [Metric(*m) for m in metrics]
-        self._retry(_log_batch, self.client, run.info.run_id, batch, params, [])
 
-    def _metrics(self, number: int, metrics: list) -> None:
-        if number not in self.runs or not metrics:
-            return
-        from mlflow.entities import Metric
+    def end(self, run_id: str, status: str, end_ms: int | None, tags: dict, metrics: list):
+        _end_run(self.client, run_id, status, end_ms, tags, metrics)
 
-        batch = [Metric(*m) for m in metrics]
-        self._retry(_log_batch, self.client, self.runs[number], batch, [], [])
-
-    def _retry(self, fn, *args):
-        for attempt in range(2):
-            try:
-                return fn(*args)
-            except Exception as err:  # a locked sqlite file, a server hiccup
-                if attempt:
-                    self.warn(f"a write was dropped: {_reason(err)}")
-                    return None
-                time.sleep(0.5)
-        return None
-
-
-def _coalesce(ops: list[tuple]) -> list[tuple]:
-    """Merge each trial's queued metrics into one op, keeping order around its start and end.
-
-    Metrics queued just before a trial's end travel with the end's own batch: one write less.
-    """
-    out: list[tuple] = []
-    pending: dict[int, list] = {}
-
-    def release(number: int) -> None:
-        if number in pending:
-            out.append(("metrics", number, pending.pop(number)))
-
-    for op in ops:
-        if op[0] == "metrics":
-            pending.setdefault(op[1], []).extend(op[2])
-        elif op[0] == "end" and op[1] in pending:
-            status, end_ms, tags, metrics = op[3]
-            out.append(("end", op[1], op[2], (status, end_ms, tags, pending.pop(op[1]) + metrics)))
-        elif op[0] in ("start", "end"):
-            release(op[1])
-            out.append(op)
-        else:
-            for number in list(pending):
-                release(number)
-            out.append(op)
-    for number in list(pending):
-        release(number)
-    return out
+    def abandon(self, run_id: str, status: str, reason: str) -> None:
+        tags = {STATE_TAG: "failed", REASON_TAG: _mask(reason)[:5000]}
+        _end_run(self.client, run_id, status, None, tags, [])
 
 
 # -- small helpers -----------------------------------------------------------------------------

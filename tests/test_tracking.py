@@ -26,7 +26,7 @@ import torch
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 
-from automodel import config, models, search, tracking, ui
+from automodel import config, logqueue, models, search, tracking, ui
 from automodel import study as studylib
 from automodel.config import ConfigError
 from automodel.hparams import Param
@@ -374,7 +374,7 @@ def test_queued_metrics_are_merged_per_trial_in_order():
     ops = [("start", 0, {}, []), ("metrics", 0, m), ("metrics", 1, m), ("metrics", 0, m)]
     ops += [("end", 0, {}, ("FINISHED", 0, {}, last)), ("metrics", 1, m), ("sync", None)]
     ops += [("metrics", 0, m), ("start", 0, {}, [])]
-    assert tracking._coalesce(ops) == [
+    assert logqueue.coalesce(ops) == [
         ("start", 0, {}, []),
         ("end", 0, {}, ("FINISHED", 0, {}, m + m + last)),
         ("metrics", 1, m + m),
