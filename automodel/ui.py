@@ -26,25 +26,22 @@ START_SECONDS = 120.0  # a cold start (imports, first database migration) on a b
 STOP_SECONDS = 10.0
 
 
-def command(run: RunConfig) -> list[str]:
-    """The `mlflow server` command line for the store of `run` (a local database)."""
+def command(run: RunConfig) -> tuple[list[str], dict[str, str]]:
+    """The `mlflow server` command line and its environment for the store of `run`.
+
+    The store's URL travels in the environment, not on the command line, where `ps` would
+    show any password in it to every user of the machine.
+    """
     s = tracking.store(run)
-    return [
-        sys.executable,
-        "-m",
-        "mlflow",
-        "server",
-        "--backend-store-uri",
-        s.uri,
-        "--default-artifact-root",
-        s.artifacts or "",
-        "--host",
-        run.ui.host,
-        "--port",
-        str(run.ui.port),
-        "--workers",
-        "1",
-    ]
+    argv = [sys.executable, "-m", "mlflow", "server", "--host", run.ui.host]
+    argv += ["--port", str(run.ui.port), "--workers", "1"]
+    env = {
+        **os.environ,
+        "MLFLOW_BACKEND_STORE_URI": s.uri,
+        "MLFLOW_DEFAULT_ARTIFACT_ROOT": s.artifacts or "",
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",  # no huey job runner: we run no jobs
+    }
+    return argv, env
 
 
 def serve(run: RunConfig) -> int:
@@ -59,12 +56,12 @@ def serve(run: RunConfig) -> int:
     runs_dir = Path(run.runs_dir)
     runs_dir.mkdir(parents=True, exist_ok=True)
     log_path = runs_dir / "mlflow-ui.log"
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    argv, env = command(run)
     url = f"http://{_shown_host(run.ui.host)}:{run.ui.port}"
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
-            command(run), env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
         try:
             if not _wait_ready(proc, url):

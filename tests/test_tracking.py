@@ -360,6 +360,14 @@ def test_ui_refuses_a_tracking_server_without_showing_its_password(make_run):
         ui.serve(run)
 
 
+def test_ui_passes_the_store_url_in_the_environment_not_in_argv(make_run):
+    """`ps` shows every process's arguments to every user: no password there."""
+    argv, env = ui.command(make_run("tracking.uri=postgresql://me:hunter2@db/mlflow"))
+    assert "hunter2" not in " ".join(argv) and "--workers" in argv
+    assert env["MLFLOW_BACKEND_STORE_URI"] == "postgresql://me:hunter2@db/mlflow"
+    assert env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"
+
+
 def test_ui_refuses_a_port_in_use(make_run):
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
