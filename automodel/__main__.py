@@ -40,7 +40,7 @@ def usage() -> str:
         "  python -m automodel search trainer.max_epochs=10 study.pruner=hyperband seed=1\n"
         "  python -m automodel search --cfg job      # print the resolved config and exit\n"
         "  python -m automodel status study.name=digits-mlp\n"
-        "  python -m automodel ui ui.port=5001          # browse runs, models and plots in MLflow\n"
+        "  python -m automodel ui ui.port=5001       # browse runs, models and plots in MLflow\n"
     )
 
 
