@@ -85,6 +85,9 @@ def tracked(tmp_path_factory):
     )
     with pytest.MonkeyPatch.context() as mp:
         mp.setitem(models.FAMILIES, "poisoned", family)
+        # MLflow's fallback store is ./mlflow.db (or ./mlruns): a scratch cwd catches any use.
+        (tmp / "cwd").mkdir()
+        mp.chdir(tmp / "cwd")
         run = config.to_run_config(
             config.compose(
                 [
@@ -239,9 +242,9 @@ def test_mlflow_models_predict_serves_the_registered_model(tracked, tmp_path):
     assert torch.allclose(got, expected, atol=1e-5)
 
 
-def test_no_mlruns_folder_anywhere(tracked):
-    """MLflow 3 refuses the old ./mlruns store; nothing of ours may fall back to it."""
-    assert not (ROOT / "mlruns").exists()
+def test_nothing_falls_back_to_mlflows_default_store(tracked):
+    """Every MLflow call goes to our store: none to ./mlflow.db or the refused ./mlruns."""
+    assert list((tracked.runs.parent / "cwd").iterdir()) == []
     assert not list(tracked.runs.parent.rglob("mlruns"))
     assert (tracked.runs / "mlartifacts").is_dir()
 
