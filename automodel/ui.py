@@ -3,7 +3,8 @@
 Runs `mlflow server` as a child in its own process group, with the lightest settings that
 still serve everything a search logs: one worker and no job runner (MLflow starts a huey job
 consumer by default; we run no jobs). The URL is printed once the server answers; Ctrl-C
-(or SIGTERM) stops the whole group and waits for it, so no server outlives the command.
+(or SIGTERM) stops the whole group and waits for it, and on Linux the server also gets
+SIGTERM if this command is killed outright: no server outlives the command.
 The server's own log goes to `<runs_dir>/mlflow-ui.log`.
 """
 
@@ -61,7 +62,12 @@ def serve(run: RunConfig) -> int:
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
-            argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            argv,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
         try:
             if not _wait_ready(proc, url):
@@ -125,6 +131,22 @@ def _stop(proc: subprocess.Popen) -> None:
 def _signal_group(pgid: int, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pgid, sig)
+
+
+def _die_with_parent() -> None:
+    """In the server process (Linux): SIGTERM it if this command dies, even by SIGKILL.
+
+    The server runs in its own session so that Ctrl-C reaches only us and we stop it in
+    order; this covers the one case where we cannot. `mlflow server` forwards the SIGTERM to
+    its uvicorn worker.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def _raise_interrupt(signum, frame) -> None:

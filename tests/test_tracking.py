@@ -417,13 +417,22 @@ def served(tracked):
     )
     line = proc.stdout.readline()  # printed once the server answers
     if f"http://127.0.0.1:{port}" not in line:
-        proc.kill()
+        _stop_ui(proc)
         pytest.fail(f"ui did not start: {line!r} {proc.stderr.read()[-2000:]}")
     url = f"http://127.0.0.1:{port}"
     yield SimpleNamespace(proc=proc, url=url, port=port, line=line, runs=tracked.runs)
+    _stop_ui(proc)
+
+
+def _stop_ui(proc: subprocess.Popen) -> None:
+    """SIGTERM lets `ui` stop its server (SIGKILL would orphan it); kill only as a last resort."""
     if proc.poll() is None:
-        proc.kill()
-        proc.wait()
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def _api(url: str, path: str, body: dict | None = None) -> dict:
