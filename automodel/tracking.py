@@ -42,7 +42,7 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
-from automodel import config, logqueue, plots, train
+from automodel import config, logqueue, outputs, plots, train
 from automodel import study as studylib
 from automodel.config import ConfigError, RunConfig
 
@@ -142,7 +142,7 @@ class Tracker:
         """
         self.attach()
         self._owner = True
-        pid = self.parent_id
+        pid = self.reconcile()
         self.client.update_run(pid, status="RUNNING")
         self._log_settings(plan)
         study_dir = plan.run.study_dir
@@ -157,8 +157,9 @@ class Tracker:
 
         Safe when processes race: on a sqlite store a file lock serialises them; on a server
         each creates, waits a second for a racer's run to land, searches again and keeps the
-        oldest, deleting its own if it lost. So a worker joining a study (any host, any
-        order) ends up under the one parent.
+        oldest, deleting its own if it lost. A racer slower than that second can still leave
+        two parents for a moment; `reconcile` (at the start and the end of every search)
+        merges them.
         """
         if self.parent_id is not None:
             return self.parent_id
@@ -245,6 +246,32 @@ class Tracker:
         if oldest != mine:  # lost a race with another process: use its parent
             self.client.delete_run(mine)
         return oldest
+
+    def reconcile(self) -> str:
+        """Keep the oldest parent of the study, delete the others, re-parent their trials.
+
+        Child runs record their parent in a tag, which can change: so whatever a race did,
+        the study ends up under one parent. Returns (and from now on uses) that parent's id.
+        """
+        self.attach()
+        name = self.run.study.name
+        parents = self._parents(name)
+        if not parents:
+            return self.parent_id
+        keep = parents[0].info.run_id
+        for duplicate in parents[1:]:
+            self.client.delete_run(duplicate.info.run_id)
+        strays = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.`{STUDY_TAG}` = '{name}' and tags.`{ROLE_TAG}` = 'trial' "
+            f"and tags.`{PARENT_TAG}` != '{keep}'",
+            max_results=10000,
+        )
+        for r in strays:
+            if r.data.tags.get(STORAGE_TAG) == self.storage:
+                self.client.set_tag(r.info.run_id, PARENT_TAG, keep)
+        self.parent_id = keep
+        return keep
 
     def _log_settings(self, plan) -> None:
         """Settings as params; a rerun that changes one records the new value as a tag.
@@ -344,6 +371,7 @@ class Tracker:
             PARENT_TAG: self.parent_id,
             ROLE_TAG: "trial",
             STUDY_TAG: self.run.study.name,
+            STORAGE_TAG: self.storage,
             TRIAL_TAG: str(number),
             STATE_TAG: "running",
             "automodel.worker": studylib.worker_id(),
@@ -375,7 +403,11 @@ class Tracker:
         """
         self.attach()
         self._writer.flush(_FLUSH_SECONDS)
+        self._try("merging duplicate parent runs", self.reconcile)
         pid, study_dir = self.parent_id, plan.run.study_dir
+        if summary.get("mlflow_run_id") not in (None, pid):  # a race was merged meanwhile
+            summary["mlflow_run_id"] = pid
+            outputs.write_json(study_dir / "summary.json", summary)
         self._try("logging the result", self._log_result, summary, len(study.trials))
         for name in ("summary.json", "best_params.json"):
             if (study_dir / name).is_file():

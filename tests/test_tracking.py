@@ -453,18 +453,29 @@ def test_ui_serves_the_runs_over_rest(served, tracked):
     assert {"states", "trial-0", "trial-1", "trial-2"} <= names
 
 
-def test_processes_racing_to_open_a_study_share_one_parent(served, tracked):
-    """Through a server (no file lock): each creates, searches again, keeps the oldest."""
+def test_processes_racing_to_open_a_study_end_under_one_parent(served, tracked):
+    """Through a server (no file lock), four trackers open a new study at once, each starts a
+    trial; however the race went, reconcile leaves one parent with all four trials under it."""
     overrides = [*TRACKED, f"runs_dir={tracked.runs}", "study.name=race"]
     run = config.to_run_config(config.compose([*overrides, f"tracking.uri={served.url}"]))
     trackers = [tracking.Tracker(run) for _ in range(4)]
+
+    def join(number: int) -> str:
+        trackers[number].attach()
+        trackers[number].trial_started(number, {"lr": 0.1}, "cpu", 10)
+        trackers[number].flush()
+        return trackers[number].parent_id
+
     with ThreadPoolExecutor(len(trackers)) as pool:
-        ids = list(pool.map(lambda t: t.attach(), trackers))
+        chosen = set(pool.map(join, range(len(trackers))))
+    keep = trackers[0].reconcile()
     for t in trackers:
         t.close()
-    parents, _ = _runs(MlflowClient(served.url))
-    racing = [r.info.run_id for r in parents if r.data.tags[tracking.STUDY_TAG] == "race"]
-    assert racing == ids[:1] and len(set(ids)) == 1
+    assert keep in chosen
+    parents, children = _runs(MlflowClient(served.url))
+    assert [r.info.run_id for r in parents if r.data.tags[tracking.STUDY_TAG] == "race"] == [keep]
+    ours = [r for r in children if r.data.tags[tracking.STUDY_TAG] == "race"]
+    assert len(ours) == 4 and {r.data.tags[tracking.PARENT_TAG] for r in ours} == {keep}
 
 
 def test_a_password_in_the_tracking_url_is_never_written(served, tmp_path):
