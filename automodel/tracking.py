@@ -5,6 +5,7 @@
       .start_study(plan, study)  find or create the study's parent run, log its settings, end
                                  child runs that a killed process left RUNNING
       .attach()                  a worker process: find the same parent (never a second one)
+      .reconcile()               merge the duplicate parents a race between hosts left
       .trial_started / .epoch / .trial_finished    one child run per trial, its curves live
       .finish_study(...)         parent metrics, summary, plots, the best model and its version
       .close(error)              flush; end what this process left open
