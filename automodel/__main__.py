@@ -18,6 +18,7 @@ VERBS = {
     "worker": "join an existing study (same settings) from another process or host",
     "status": "list the studies under runs_dir, or the top trials of study.name=...",
     "export": "write <study>/export/best_model.py for study.name=... (trial=<n>: another trial)",
+    "ui": "start the MLflow UI for the tracking store on ui.host:ui.port (Ctrl-C stops it)",
 }
 
 EXIT_USAGE = 2
@@ -42,6 +43,7 @@ def usage() -> str:
         "  python -m automodel search --cfg job      # print the resolved config and exit\n"
         "  python -m automodel status study.name=digits-mlp\n"
         "  python -m automodel export study.name=digits-mlp trial=12\n"
+        "  python -m automodel ui ui.port=5001       # browse runs, models and plots in MLflow\n"
     )
 
 
@@ -127,7 +129,8 @@ def _run(verb: str, overrides: list[str], show_cfg: str | None) -> int:
         print(OmegaConf.to_yaml(cfg, resolve=True), end="")
         return 0
     run = config.to_run_config(cfg)
-    # Recorded in summary.json and the export's provenance: never with a password in it.
+    # Recorded in summary.json, the export's provenance and the MLflow run: never with a
+    # URL's password in it.
     command = config.mask_url(
         "python -m automodel " + " ".join(shlex.quote(a) for a in [verb, *overrides])
     )
@@ -143,6 +146,10 @@ def _run(verb: str, overrides: list[str], show_cfg: str | None) -> int:
         return status.show(run, one_study=one)
     if verb == "export":
         return _export(run, command)
+    if verb == "ui":
+        from automodel import ui
+
+        return ui.serve(run)
     raise AssertionError(verb)
 
 

@@ -70,11 +70,18 @@ class TrackingConfig:
 
 
 @dataclass
+class UiConfig:
+    host: str = "127.0.0.1"
+    port: int = 5000
+
+
+@dataclass
 class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     study: StudyConfig = field(default_factory=StudyConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    ui: UiConfig = field(default_factory=UiConfig)
     search_space: str = "mlp"
     seed: int = 0
     runs_dir: str = "runs"
@@ -173,6 +180,7 @@ def validate(run: RunConfig) -> None:
             f"study.storage {mask_url(s.storage)!r} is not a database URL; use null for the "
             "default journal file, or for example postgresql+psycopg2://user:pw@host/db"
         )
+    _validate_tracking(run.tracking, run.ui)
     t = run.trainer
     if t.max_epochs < 1:
         raise ConfigError(f"trainer.max_epochs must be >= 1, got {t.max_epochs}")
@@ -201,6 +209,30 @@ def validate(run: RunConfig) -> None:
             f"study.name {s.name!r} is not a valid name; use letters, digits, '.', '_' and '-' "
             "(at most 100 characters, starting with a letter or digit)"
         )
+
+
+def _validate_tracking(t: TrackingConfig, ui: UiConfig) -> None:
+    if t.uri is not None and not re.match(
+        r"^(sqlite|postgresql|mysql|mssql|https?)[a-z0-9+]*://", t.uri
+    ):
+        raise ConfigError(
+            f"tracking.uri {mask_url(t.uri)!r} is not a tracking store MLflow 3 accepts; use null "
+            "(sqlite under runs_dir), sqlite:///path/mlflow.db, a database URL or http://host:5000"
+        )
+    if not _STUDY_NAME.match(t.experiment):
+        raise ConfigError(
+            f"tracking.experiment {t.experiment!r} is not a valid name; use letters, digits, "
+            "'.', '_' and '-'"
+        )
+    if t.registered_model is not None and not _STUDY_NAME.match(t.registered_model):
+        raise ConfigError(
+            f"tracking.registered_model {t.registered_model!r} is not a valid name; use letters, "
+            "digits, '.', '_' and '-', or null for the study name"
+        )
+    if not 1 <= ui.port <= 65535:
+        raise ConfigError(f"ui.port must be in 1..65535, got {ui.port}")
+    if not ui.host:
+        raise ConfigError("ui.host must not be empty; for example 127.0.0.1")
 
 
 def _devices(value: Any) -> str | list[int]:

@@ -386,16 +386,43 @@ def search(run: RunConfig, command: str = "", attach: bool = False) -> dict:
     if not study.trials:
         for params in plan.space.enqueue:
             study.enqueue_trial(params, skip_if_exists=True)
+    tracker = _tracker(plan, study)
     if not run.quiet:
         _banner(plan, study, slots)
-    if len(slots) == 1:
-        run_slot(plan, slots[0], 0, deadline, start, pinned=False)
-    else:
-        for problem in workers.run_parallel(plan, slots, deadline, start):
-            print(f"warning: {problem}", file=sys.stderr, flush=True)
-        _failure_guard(study, run)
-    device = _device(slots[0], pinned=False)
-    return finish(plan, study, device, time.monotonic() - start, command)
+    try:
+        if len(slots) == 1:
+            run_slot(plan, slots[0], 0, deadline, start, pinned=False, tracker=tracker)
+        else:
+            for problem in workers.run_parallel(plan, slots, deadline, start):
+                print(f"warning: {problem}", file=sys.stderr, flush=True)
+            _failure_guard(study, run)
+        device = _device(slots[0], pinned=False)
+        summary = finish(plan, study, device, time.monotonic() - start, command, tracker)
+    except BaseException as err:
+        if tracker is not None:
+            tracker.close(err)
+        raise
+    if tracker is not None:
+        tracker.close()
+    return summary
+
+
+def _tracker(plan: Plan, study: optuna.Study):
+    """The study's MLflow tracker, or None with tracking.enabled=false (mlflow never imported)."""
+    run = plan.run
+    if not run.tracking.enabled:
+        return None
+    from automodel import tracking
+
+    tracker = tracking.Tracker(run)
+    tracker.start_study(plan, study)
+    if not run.quiet:
+        print(
+            f"mlflow: run {tracker.parent_id} in experiment {run.tracking.experiment} at "
+            f"{tracker.store.shown} (browse: python -m automodel ui)",
+            flush=True,
+        )
+    return tracker
 
 
 def run_slot(
@@ -405,13 +432,29 @@ def run_slot(
     deadline: float,
     start: float | None = None,
     pinned: bool = True,
+    tracker=None,
 ) -> None:
-    """Run trials on one slot: in this process, or in a worker process pinned to the slot."""
+    """Run trials on one slot: in this process, or in a worker process pinned to the slot.
+
+    A worker process logs to MLflow through a tracker of its own, attached to the parent run
+    that the search process opened.
+    """
     _quiet_optuna()
     device = _device(slot, pinned)
     study = open_study(plan, seed_offset=index, must_exist=True)
-    tracker = None
-    run_trials(plan, study, device, tracker, start, deadline)
+    if tracker is not None or not plan.run.tracking.enabled:
+        run_trials(plan, study, device, tracker, start, deadline)
+        return
+    from automodel import tracking
+
+    tracker = tracking.Tracker(plan.run)
+    tracker.attach()
+    try:
+        run_trials(plan, study, device, tracker, start, deadline)
+    except BaseException as err:
+        tracker.close(err)
+        raise
+    tracker.close()
 
 
 def _banner(plan: Plan, study: optuna.Study, slots: list[devices.Slot]) -> None:
@@ -447,9 +490,18 @@ def _quiet_optuna() -> None:
 
 
 def finish(
-    plan: Plan, study: optuna.Study, device: torch.device, wall: float, command: str = ""
+    plan: Plan,
+    study: optuna.Study,
+    device: torch.device,
+    wall: float,
+    command: str = "",
+    tracker=None,
 ) -> dict:
-    """Evaluate the best trial on the test split and write best_model.pt and summary.json."""
+    """Evaluate the best trial on the test split and write best_model.pt and summary.json.
+
+    With a tracker, the summary names the study's MLflow parent run (`mlflow_run_id`), and
+    the result goes to that run once summary.json is on disk.
+    """
     run = plan.run
     counts = studylib.counts(study)
     best = studylib.best_trial(study)
@@ -483,8 +535,14 @@ def finish(
         "weights": str(study_dir / "best_model.pt"),
         "command": command,
     }
+    if tracker is not None:
+        summary["mlflow_run_id"] = tracker.parent_id  # before the export: its provenance names it
     summary["export"] = _export(study_dir, ckpt, summary)
     outputs.write_json(study_dir / "summary.json", summary)
+    if tracker is not None:
+        tracker.finish_study(plan, study, summary, model, ckpt)
+        if summary["export"]:
+            tracker.log_export(Path(summary["export"]))
     return summary
 
 

@@ -1,0 +1,532 @@
+"""MLflow tracking against real stores: a sqlite file on tmp_path, a real `mlflow server`.
+
+One tracked search (a failed, a complete and a pruned trial) is shared by most tests and read
+back with MlflowClient; the others run the command line as a user would (kill and resume, a
+password in the tracking URL, the `ui` verb, a headless browser on the UI).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from types import SimpleNamespace
+
+import optuna
+import pytest
+import torch
+from mlflow import MlflowClient
+from optuna.trial import TrialState
+
+from automodel import config, logqueue, models, search, tracking, ui
+from automodel import study as studylib
+from automodel.config import ConfigError
+from automodel.hparams import Param
+from tests.conftest import FAST, ROOT, cli
+
+TRACKED = [o for o in FAST if not o.startswith("tracking.")] + ["tracking.enabled=true"]
+
+
+def _client(runs: Path) -> MlflowClient:
+    uri = f"sqlite:///{runs.resolve() / 'mlflow.db'}"
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def _runs(client: MlflowClient, experiment: str = "automodel") -> tuple[list, list]:
+    """(parent runs, child runs) of an experiment."""
+    exp = client.get_experiment_by_name(experiment)
+    found = client.search_runs([exp.experiment_id], max_results=1000)
+    parents = [r for r in found if r.data.tags.get(tracking.ROLE_TAG) == "study"]
+    children = [r for r in found if r.data.tags.get(tracking.ROLE_TAG) == "trial"]
+    return parents, children
+
+
+class Poisoned(torch.nn.Module):
+    """A test-only family: with poison=True its output, and so its loss, is NaN."""
+
+    def __init__(self, n_in, n_out, poison):
+        super().__init__()
+        self.linear = torch.nn.Linear(n_in, n_out)
+        self.poison = poison
+
+    def forward(self, x):
+        out = self.linear(x)
+        return out * float("nan") if self.poison else out
+
+
+SPACE = """family: poisoned
+params:
+  poison: {type: categorical, choices: [true, false]}
+  lr: {type: float, low: 1.0e-6, high: 0.1, log: true}
+enqueue:
+  - {poison: true, lr: 0.05}
+  - {poison: false, lr: 0.05}
+  - {poison: false, lr: 1.0e-6}
+"""
+
+
+@pytest.fixture(scope="module")
+def tracked(tmp_path_factory):
+    """A search with one failed, one complete and one pruned trial, tracked into sqlite."""
+    tmp = tmp_path_factory.mktemp("tracked")
+    space = tmp / "poisoned.yaml"
+    space.write_text(SPACE)
+    family = models.Family(
+        {"poison": Param("bool", False)},
+        lambda params, shape, n_out: Poisoned(shape[0], n_out, params.get("poison", False)),
+    )
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(models.FAMILIES, "poisoned", family)
+        # MLflow's fallback store is ./mlflow.db (or ./mlruns): a scratch cwd catches any use.
+        (tmp / "cwd").mkdir()
+        mp.chdir(tmp / "cwd")
+        run = config.to_run_config(
+            config.compose(
+                [
+                    *TRACKED,
+                    f"runs_dir={tmp / 'runs'}",
+                    f"search_space={space}",
+                    "study.n_trials=2",
+                    "study.name=states",
+                ]
+            )
+        )
+        plan = search.prepare(run)
+        search.write_run_files(plan)
+        # A real Optuna pruner: from epoch 2 on, any trial below 0.8 accuracy is pruned.
+        study = optuna.create_study(
+            study_name=run.study.name,
+            storage=studylib.open_storage(None, run.study_dir),
+            direction="maximize",
+            pruner=optuna.pruners.ThresholdPruner(lower=0.8, n_warmup_steps=2),
+        )
+        for params in plan.space.enqueue:
+            study.enqueue_trial(params)
+        tracker = tracking.Tracker(run)
+        tracker.start_study(plan, study)
+        device = torch.device("cpu")
+        search.run_trials(plan, study, device, tracker)
+        summary = search.finish(plan, study, device, 1.0, "test", tracker)
+        # A rerun of a finished study reports again: the best did not improve.
+        search.finish(plan, study, device, 1.0, "test again", tracker)
+        tracker.close()
+    yield SimpleNamespace(run=run, plan=plan, study=study, summary=summary, runs=tmp / "runs")
+
+
+def test_one_parent_and_one_child_per_trial_with_the_right_states(tracked):
+    client = _client(tracked.runs)
+    parents, children = _runs(client)
+    assert len(parents) == 1
+    assert tracked.summary["mlflow_run_id"] == parents[0].info.run_id
+    assert parents[0].info.status == "FINISHED"
+    trials = tracked.study.get_trials()
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE, TrialState.PRUNED]
+    assert len(children) == len(trials)
+    by_trial = {int(r.data.tags[tracking.TRIAL_TAG]): r for r in children}
+    expected = {0: ("failed", "FAILED"), 1: ("complete", "FINISHED"), 2: ("pruned", "FINISHED")}
+    for number, (state, status) in expected.items():
+        r = by_trial[number]
+        assert (r.data.tags[tracking.STATE_TAG], r.info.status) == (state, status)
+        assert r.data.tags[tracking.PARENT_TAG] == parents[0].info.run_id
+        assert r.data.tags["automodel.device"] == "cpu"
+        assert r.data.params == {k: str(v) for k, v in trials[number].params.items()}
+        assert r.data.metrics["n_parameters"] == 16 * 3 + 3
+        assert r.data.metrics["duration_seconds"] > 0
+        assert r.info.end_time >= r.info.start_time
+    assert by_trial[0].data.tags[tracking.REASON_TAG].startswith("NonFiniteLoss: training loss")
+    assert by_trial[1].data.metrics["best_val_accuracy"] == pytest.approx(trials[1].value)
+    assert by_trial[2].data.metrics["pruned_at_epoch"] == 2
+
+
+def test_one_metric_point_per_reported_epoch(tracked):
+    client = _client(tracked.runs)
+    _, children = _runs(client)
+    for r in children:
+        trial = tracked.study.trials[int(r.data.tags[tracking.TRIAL_TAG])]
+        history = client.get_metric_history(r.info.run_id, "val_accuracy")
+        points = {m.step: m.value for m in history}
+        assert len(history) == len(points) == len(trial.intermediate_values)
+        assert points == pytest.approx(trial.intermediate_values)
+        for key in ("train_loss", "val_loss", "lr", "epoch_seconds"):
+            steps = [m.step for m in client.get_metric_history(r.info.run_id, key)]
+            assert sorted(steps) == sorted(trial.intermediate_values), key
+
+
+def test_the_parent_holds_settings_result_and_plots(tracked):
+    client = _client(tracked.runs)
+    parent = client.get_run(tracked.summary["mlflow_run_id"])
+    assert parent.data.tags[tracking.STUDY_TAG] == "states"
+    assert parent.data.tags[tracking.STORAGE_TAG] == str(
+        (tracked.run.study_dir / "study.journal").resolve()
+    )
+    assert parent.data.params["trainer.max_epochs"] == "3"
+    assert parent.data.params["family"] == "poisoned"
+    assert parent.data.tags["best.lr"] == "0.05"
+    metrics = parent.data.metrics
+    assert metrics["best_val_accuracy"] == pytest.approx(tracked.summary["val"]["accuracy"])
+    assert metrics["test_accuracy"] == pytest.approx(tracked.summary["test"]["accuracy"])
+    assert (metrics["n_complete"], metrics["n_pruned"], metrics["n_failed"]) == (1, 1, 1)
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"config.yaml", "search_space.yaml", "summary.json", "best_params.json"} <= artifacts
+    pictures = {Path(a.path).name for a in client.list_artifacts(parent.info.run_id, "plots")}
+    assert {
+        "optimization_history.png",
+        "parallel_coordinate.png",
+        "learning_curves.png",
+        "confusion_matrix.png",
+    } <= pictures
+    # One searched param with one complete trial: importances cannot be computed, and say so.
+    if "param_importances.png" not in pictures:
+        assert "param_importances" in parent.data.tags["automodel.plots_skipped"]
+    local = Path(client.download_artifacts(parent.info.run_id, "summary.json", str(tracked.runs)))
+    assert json.loads(local.read_text())["mlflow_run_id"] == parent.info.run_id
+
+
+def test_the_best_model_is_registered_once(tracked):
+    client = _client(tracked.runs)
+    versions = client.search_model_versions("name = 'states'")
+    assert len(versions) == 1, "the second finish did not improve: no new version"
+    v = versions[0]
+    assert v.run_id == tracked.summary["mlflow_run_id"]
+    assert v.tags[tracking.TRIAL_TAG] == str(tracked.summary["best_trial"]) == "1"
+    assert float(v.tags[tracking.VALUE_TAG]) == pytest.approx(tracked.summary["val"]["accuracy"])
+    parent = client.get_run(v.run_id)
+    assert parent.data.tags["automodel.registered"] == "states/1"
+
+
+def test_an_export_folder_goes_on_the_parent_run(tracked, tmp_path):
+    (tmp_path / "export").mkdir()
+    (tmp_path / "export" / "best_model.py").write_text("print('hi')\n")
+    tracker = tracking.Tracker(tracked.run)
+    tracker.log_export(tmp_path / "export")
+    tracker.close()
+    assert tracker.parent_id == tracked.summary["mlflow_run_id"]
+    names = [a.path for a in _client(tracked.runs).list_artifacts(tracker.parent_id, "export")]
+    assert names == ["export/best_model.py"]
+
+
+def test_mlflow_models_predict_serves_the_registered_model(tracked, tmp_path):
+    """Raw features in, the best trial's class probabilities out, through MLflow's own CLI."""
+    x_norm = tracked.plan.data.x_test[:4]
+    spec = tracked.plan.data.spec
+    std = torch.tensor(spec.std).reshape(spec.stat_shape())
+    mean = torch.tensor(spec.mean).reshape(spec.stat_shape())
+    raw = x_norm * std + mean
+    ckpt = torch.load(tracked.run.study_dir / "best_model.pt", weights_only=True)
+    w, b = ckpt["state_dict"]["linear.weight"], ckpt["state_dict"]["linear.bias"]
+    expected = torch.softmax(x_norm @ w.T + b, dim=1)
+    (tmp_path / "in.json").write_text(json.dumps({"inputs": raw.tolist()}))
+    uri = f"sqlite:///{tracked.runs.resolve() / 'mlflow.db'}"
+    res = subprocess.run(
+        [
+            *(sys.executable, "-m", "mlflow", "models", "predict", "-m", "models:/states/1"),
+            *("--env-manager", "local", "-i", str(tmp_path / "in.json"), "-t", "json"),
+        ],
+        env={**os.environ, "MLFLOW_TRACKING_URI": uri},
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=tmp_path,
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+    body = res.stdout[res.stdout.index("{") :]
+    got = torch.tensor(json.loads(body)["predictions"])
+    assert torch.allclose(got, expected, atol=1e-5)
+
+
+def test_nothing_falls_back_to_mlflows_default_store(tracked):
+    """Every MLflow call goes to our store: none to ./mlflow.db or the refused ./mlruns."""
+    assert list((tracked.runs.parent / "cwd").iterdir()) == []
+    assert not list(tracked.runs.parent.rglob("mlruns"))
+    assert (tracked.runs / "mlartifacts").is_dir()
+
+
+def test_a_killed_search_resumes_under_the_same_parent(tmp_path):
+    """Curves grow while the trial runs; after SIGKILL the rerun ends the orphan run FAILED."""
+    runs = tmp_path / "runs"
+    args = [*TRACKED, f"runs_dir={runs}", "study.pruner=none", "study.n_trials=2"]
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "automodel",
+            "search",
+            *args,
+            "trainer.max_epochs=3000",
+            "quiet=false",
+        ],
+        cwd=ROOT,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    live = None
+    try:
+        # Read the store only once the search has created it ("mlflow: run ..." is printed).
+        while not proc.stdout.readline().startswith(b"mlflow: run") and proc.poll() is None:
+            pass
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.5)
+            live = _running_child_with_points(runs, 3)
+            if live is not None:
+                break
+        else:
+            pytest.fail(f"no live curve seen; search stderr: {proc.stderr.read()[-2000:]}")
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
+    res = cli("search", *args, "trainer.max_epochs=2")
+    assert res.returncode == 0, res.stderr
+    client = _client(runs)
+    parents, children = _runs(client)
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    killed = client.get_run(live)
+    assert killed.info.status == "FAILED"
+    assert killed.data.tags[tracking.STATE_TAG] == "failed"
+    assert "died" in killed.data.tags[tracking.REASON_TAG]
+    assert "RUNNING" not in {r.info.status for r in children}
+    storage = studylib.open_storage(None, runs / "synthetic-mlp")
+    trials = optuna.load_study(study_name="synthetic-mlp", storage=storage).trials
+    assert len(children) == len(trials)
+
+
+def _running_child_with_points(runs: Path, n: int) -> str | None:
+    if not (runs / "mlflow.db").exists():
+        return None
+    try:
+        client = _client(runs)
+        if client.get_experiment_by_name("automodel") is None:
+            return None
+        _, children = _runs(client)
+    except Exception:  # the database is being created
+        return None
+    for r in children:
+        history = client.get_metric_history(r.info.run_id, "val_accuracy")
+        if r.info.status == "RUNNING" and len(history) >= n:
+            return r.info.run_id
+    return None
+
+
+def test_tracking_disabled_never_imports_mlflow(tmp_path):
+    code = (
+        "import sys\n"
+        "from automodel.__main__ import main\n"
+        "assert main(['--help']) == 0\n"
+        "rc = main(sys.argv[1:])\n"
+        "assert 'mlflow' not in sys.modules, 'mlflow was imported'\n"
+        "sys.exit(rc)\n"
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", code, "search", *FAST, f"runs_dir={tmp_path}", "study.n_trials=2"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert res.returncode == 0, res.stderr
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+@pytest.mark.parametrize(
+    ("override", "fragment"),
+    [
+        ("tracking.uri=file:./mlruns", "tracking.uri 'file:./mlruns' is not a tracking store"),
+        ("tracking.uri=mlruns", "tracking.uri 'mlruns' is not a tracking store"),
+        ("tracking.uri=ftp://u:hunter2@host/x", "tracking.uri 'ftp://u:***@host/x' is not"),
+        ("tracking.experiment=a%b", "tracking.experiment 'a%b' is not a valid name"),
+        ("tracking.registered_model=x%y", "tracking.registered_model 'x%y' is not a valid"),
+        ("ui.port=0", "ui.port must be in 1..65535, got 0"),
+    ],
+)
+def test_bad_tracking_settings_are_refused_in_one_line(override, fragment):
+    with pytest.raises(ConfigError) as err:
+        config.to_run_config(config.compose([*FAST, override]))
+    message = str(err.value)
+    assert "\n" not in message and "hunter2" not in message
+    assert fragment in message
+
+
+def test_ui_refuses_a_tracking_server_without_showing_its_password(make_run):
+    run = make_run("tracking.uri=http://me:hunter2@example.org:5000")
+    with pytest.raises(ConfigError, match=r"tracking server http://me:\*\*\*@example.org:5000"):
+        ui.serve(run)
+
+
+def test_ui_passes_the_store_url_in_the_environment_not_in_argv(make_run):
+    """`ps` shows every process's arguments to every user: no password there."""
+    argv, env = ui.command(make_run("tracking.uri=postgresql://me:hunter2@db/mlflow"))
+    assert "hunter2" not in " ".join(argv) and "--workers" in argv
+    assert env["MLFLOW_BACKEND_STORE_URI"] == "postgresql://me:hunter2@db/mlflow"
+    assert env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"
+
+
+def test_ui_refuses_a_port_in_use(make_run):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(ConfigError, match=f"cannot listen on 127.0.0.1:{port}"):
+            ui.serve(make_run(f"ui.port={port}"))
+
+
+def test_queued_metrics_are_merged_per_trial_in_order():
+    m, last = [("val_accuracy", 0.5, 0, 1)], [("best_val_accuracy", 0.5, 0, 0)]
+    ops = [("start", 0, {}, []), ("metrics", 0, m), ("metrics", 1, m), ("metrics", 0, m)]
+    ops += [("end", 0, {}, ("FINISHED", 0, {}, last)), ("metrics", 1, m), ("sync", None)]
+    ops += [("metrics", 0, m), ("start", 0, {}, [])]
+    assert logqueue.coalesce(ops) == [
+        ("start", 0, {}, []),
+        ("end", 0, {}, ("FINISHED", 0, {}, m + m + last)),
+        ("metrics", 1, m + m),
+        ("sync", None),
+        ("metrics", 0, m),
+        ("start", 0, {}, []),
+    ]
+
+
+# -- the `ui` verb over the shared store, a search through it, a headless browser on it ---------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def served(tracked):
+    """`python -m automodel ui` on the shared store; stopped with Ctrl-C at the end."""
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "automodel", "ui", f"runs_dir={tracked.runs}", f"ui.port={port}"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    line = proc.stdout.readline()  # printed once the server answers
+    if f"http://127.0.0.1:{port}" not in line:
+        _stop_ui(proc)
+        pytest.fail(f"ui did not start: {line!r} {proc.stderr.read()[-2000:]}")
+    url = f"http://127.0.0.1:{port}"
+    yield SimpleNamespace(proc=proc, url=url, port=port, line=line, runs=tracked.runs)
+    _stop_ui(proc)
+
+
+def _stop_ui(proc: subprocess.Popen) -> None:
+    """SIGTERM lets `ui` stop its server (SIGKILL would orphan it); kill only as a last resort."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _api(url: str, path: str, body: dict | None = None) -> dict:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(
+        url + path, data=data, headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=30) as resp:
+        return json.loads(resp.read())
+
+
+def test_ui_serves_the_runs_over_rest(served, tracked):
+    assert "sqlite:///" in served.line
+    exp = _api(served.url, "/api/2.0/mlflow/experiments/get-by-name?experiment_name=automodel")
+    exp_id = exp["experiment"]["experiment_id"]
+    found = _api(served.url, "/api/2.0/mlflow/runs/search", {"experiment_ids": [exp_id]})
+    names = {r["info"]["run_name"] for r in found["runs"]}
+    assert {"states", "trial-0", "trial-1", "trial-2"} <= names
+
+
+def test_processes_racing_to_open_a_study_end_under_one_parent(served, tracked):
+    """Through a server (no file lock), four trackers open a new study at once, each starts a
+    trial; however the race went, reconcile leaves one parent with all four trials under it."""
+    overrides = [*TRACKED, f"runs_dir={tracked.runs}", "study.name=race"]
+    run = config.to_run_config(config.compose([*overrides, f"tracking.uri={served.url}"]))
+    trackers = [tracking.Tracker(run) for _ in range(4)]
+
+    def join(number: int) -> str:
+        trackers[number].attach()
+        trackers[number].trial_started(number, {"lr": 0.1}, "cpu", 10)
+        trackers[number].flush()
+        return trackers[number].parent_id
+
+    with ThreadPoolExecutor(len(trackers)) as pool:
+        chosen = set(pool.map(join, range(len(trackers))))
+    keep = trackers[0].reconcile()
+    for t in trackers:
+        t.close()
+    assert keep in chosen
+    parents, children = _runs(MlflowClient(served.url))
+    assert [r.info.run_id for r in parents if r.data.tags[tracking.STUDY_TAG] == "race"] == [keep]
+    ours = [r for r in children if r.data.tags[tracking.STUDY_TAG] == "race"]
+    assert len(ours) == 4 and {r.data.tags[tracking.PARENT_TAG] for r in ours} == {keep}
+
+
+def test_a_password_in_the_tracking_url_is_never_written(served, tmp_path):
+    """A search logs through the UI's server with user:password@ in the URL; none of it leaks."""
+    runs = tmp_path / "runs"
+    uri = f"http://me:hunter2@127.0.0.1:{served.port}"
+    res = cli(
+        "search",
+        *TRACKED,
+        f"runs_dir={runs}",
+        f"tracking.uri={uri}",
+        "tracking.experiment=remote",
+        "study.n_trials=2",
+        "trainer.max_epochs=2",
+        "quiet=false",
+    )
+    assert res.returncode == 0, res.stderr
+    assert "hunter2" not in res.stdout + res.stderr
+    assert f"http://me:***@127.0.0.1:{served.port}" in res.stdout
+    client = MlflowClient(served.url)
+    parents, children = _runs(client, "remote")
+    assert len(parents) == 1 and len(children) == 2
+    assert parents[0].data.params["tracking.uri"] == f"http://me:***@127.0.0.1:{served.port}"
+    for r in parents + children:
+        assert "hunter2" not in json.dumps([r.data.params, r.data.tags])
+    for path in [*runs.rglob("*"), *served.runs.rglob("*")]:
+        if path.is_file():
+            assert b"hunter2" not in path.read_bytes(), path
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium is not installed")
+def test_the_experiment_page_shows_the_study_in_a_headless_browser(served):
+    exp = _api(served.url, "/api/2.0/mlflow/experiments/get-by-name?experiment_name=automodel")
+    page = f"{served.url}/#/experiments/{exp['experiment']['experiment_id']}/runs"
+    res = subprocess.run(
+        [
+            *("chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"),
+            *("--virtual-time-budget=30000", "--dump-dom", page),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "Training runs" in res.stdout or "Runs" in res.stdout
+    assert ">states<" in res.stdout, "the parent run's name is not on the page"
+
+
+def test_ctrl_c_stops_the_ui_and_its_server(served):
+    served.proc.send_signal(signal.SIGINT)
+    assert served.proc.wait(timeout=30) == 0
+    assert "stopping the MLflow UI" in served.proc.stdout.read()
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"{served.url}/health", timeout=2)
