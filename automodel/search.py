@@ -49,11 +49,33 @@ def prepare(run: RunConfig) -> Plan:
     try:
         space = spaces.load(space_path)
         data = datalib.load(run.data, run.seed)
-        models.create(space.family, {}, data.spec)  # a family that cannot fit the data fails here
+        # A family that cannot fit the data fails here (with the space's fixed values).
+        fixed = {e.name: e.value for e in space.entries if e.type == "fixed" and not e.when}
+        models.create(space.family, fixed, data.spec)
     except ValueError as err:
         raise ConfigError(str(err)) from None
     _check_batch_size(space, space_path, len(data.x_train), run.data.name)
+    _check_task(space, space_path, data.spec)
     return Plan(run, space, space_path, data)
+
+
+# Params that only one task reads: a space that searches them for the other task is refused.
+_TASK_PARAMS = {"loss": "regression", "label_smoothing": "classification"}
+
+
+def _check_task(space: spaces.Space, path: Path, spec: datalib.DataSpec) -> None:
+    for e in space.entries:
+        task = _TASK_PARAMS.get(e.name)
+        if task is not None and task != spec.task:
+            raise ConfigError(
+                f"{path}: params.{e.name} applies to {task} only; data {spec.name} is "
+                f"{spec.task} (remove {e.name} from the space)"
+            )
+        if e.name == "augment" and len(spec.input_shape) != 3 and e.value != "none":
+            raise ConfigError(
+                f"{path}: params.augment applies to images only; data {spec.name} has input "
+                f"shape {tuple(spec.input_shape)} (remove augment from the space)"
+            )
 
 
 def _check_batch_size(space: spaces.Space, path: Path, n_train: int, data_name: str) -> None:
@@ -102,7 +124,7 @@ def open_study(plan: Plan, seed_offset: int = 0, must_exist: bool = False) -> op
         storage=storage,
         sampler=sampler,
         pruner=pruner,
-        direction="maximize",
+        direction=plan.data.spec.direction,
         load_if_exists=True,
     )
     for key, value in identity.items():
@@ -199,7 +221,7 @@ class Objective:
             )
 
         def on_epoch_end(epoch: train.Epoch) -> None:
-            trial.report(epoch.val_accuracy, epoch.epoch)
+            trial.report(epoch.value, epoch.epoch)
             if self.tracker is not None:
                 self.tracker.epoch(trial.number, epoch)
             if trial.should_prune():
@@ -221,27 +243,32 @@ class Objective:
         study_dir, k = self.plan.run.study_dir, self.plan.run.study.keep_top_k
         done = trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         # Earlier trials win ties, as in Optuna's best_trial.
-        ahead = sum(1 for t in done if t.value >= result.best_value)
+        sign = studylib.sign_of(trial.study)
+        ahead = sum(1 for t in done if sign * t.value >= sign * result.best_value)
         if ahead < k:
             ckpt = checkpoint(
-                self.plan, trial.number, params, recipe, result.best_state, result.best_value
+                self.plan, trial.number, params, recipe, result.best_state, result.best_metrics
             )
             outputs.save_checkpoint(outputs.trial_checkpoint(study_dir, trial.number), ckpt)
-        ranked = sorted([(-t.value, t.number) for t in done] + [(-result.best_value, trial.number)])
+        ranked = sorted(
+            [(-sign * t.value, t.number) for t in done]
+            + [(-sign * result.best_value, trial.number)]
+        )
         keep = {n for _, n in ranked[:k]}
         outputs.prune_trials(study_dir, keep, {t.number for t in done})
 
 
 def checkpoint(
-    plan: Plan, number: int, params: dict, recipe: train.Recipe, state: dict, value: float
+    plan: Plan, number: int, params: dict, recipe: train.Recipe, state: dict, val: dict
 ) -> dict:
+    """What a trial leaves: weights plus everything to rebuild, retrain and export it."""
     return {
         "family": plan.space.family,
         "params": params,
         "spec": plan.data.spec.to_dict(),
         "recipe": recipe.to_dict(),
         "trial": number,
-        "val": {plan.data.spec.metric: value},
+        "val": dict(val),
         "state_dict": {k: v.detach().cpu() for k, v in state.items()},
     }
 
@@ -254,9 +281,10 @@ def _reason(err: BaseException) -> str:
 class Progress:
     """One line per finished trial: counts, best so far, time used and left."""
 
-    def __init__(self, run: RunConfig, start: float):
+    def __init__(self, run: RunConfig, start: float, metric: str = "accuracy"):
         self.run = run
         self.start = start
+        self.metric = metric
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         if self.run.quiet or studylib.is_surplus(trial):
@@ -266,7 +294,7 @@ class Progress:
         done = c["complete"] + c["pruned"]
         elapsed = time.monotonic() - self.start
         if trial.state == TrialState.COMPLETE:
-            what = f"complete  val_acc={trial.value:.4f}"
+            what = f"complete  val_{self.metric}={trial.value:.4f}"
         elif trial.state == TrialState.PRUNED:
             what = f"pruned at epoch {trial.last_step}"
         else:
@@ -311,7 +339,7 @@ def run_trials(
     run = plan.run
     start = time.monotonic() if start is None else start
     objective = Objective(plan, device, tracker)
-    callbacks = [Progress(run, start)]
+    callbacks = [Progress(run, start, plan.data.spec.metric)]
     if tracker is not None:
         callbacks.append(lambda study, trial: tracker.trial_finished(trial))
     while time.time() < deadline:
@@ -450,10 +478,7 @@ def finish(
             + ")"
         )
     model, ckpt = best_model(plan, best, device)
-    data = plan.data.to(device)
-    _, test_acc = train.evaluate(model, data.x_test, data.y_test, run.trainer.eval_batch_size)
-    metric = plan.data.spec.metric
-    ckpt["test"] = {metric: test_acc}
+    ckpt["test"] = test_metrics(model, plan.data.to(device), run.trainer.eval_batch_size)
     study_dir = run.study_dir
     outputs.save_checkpoint(study_dir / "best_model.pt", ckpt)
     outputs.write_json(study_dir / "best_params.json", ckpt["params"])
@@ -462,8 +487,8 @@ def finish(
         "best_trial": best.number,
         "family": plan.space.family,
         "params": ckpt["params"],
-        "val": {metric: best.value},
-        "test": {metric: test_acc},
+        "val": ckpt["val"],
+        "test": ckpt["test"],
         "counts": {k: counts[k] for k in ("complete", "pruned", "failed")},
         "n_trials": run.study.n_trials,
         "wall_seconds": round(wall, 2),
@@ -474,6 +499,13 @@ def finish(
     summary["export"] = _export(study_dir, ckpt, summary)
     outputs.write_json(study_dir / "summary.json", summary)
     return summary
+
+
+def test_metrics(model: torch.nn.Module, data: datalib.Dataset, batch_size: int) -> dict:
+    """Every metric of the task on the test split (never used for selection)."""
+    test = train.evaluate(model, data.x_test, data.y_test, data.spec, batch_size)
+    test.pop("loss")
+    return test
 
 
 def _export(study_dir: Path, ckpt: dict, summary: dict) -> str | None:
@@ -508,20 +540,21 @@ def best_model(
     result = train.fit(
         model, plan.data.to(device), recipe, eval_batch_size=run.trainer.eval_batch_size
     )
-    ckpt = checkpoint(plan, best.number, params, recipe, result.best_state, result.best_value)
+    ckpt = checkpoint(plan, best.number, params, recipe, result.best_state, result.best_metrics)
     outputs.save_checkpoint(path, ckpt)
     return model, ckpt
 
 
 def print_summary(summary: dict) -> None:
-    metric = next(iter(summary["val"]))
     params = "  ".join(f"{k}={_fmt(v)}" for k, v in summary["params"].items())
     c = summary["counts"]
+    val = "  ".join(f"{k} {v:.4f}" for k, v in summary["val"].items())
+    test = "  ".join(f"{k} {v:.4f}" for k, v in summary["test"].items())
     print(
         f"\nbest trial {summary['best_trial']} of study {summary['study']} "
         f"({c['complete']} complete, {c['pruned']} pruned, {c['failed']} failed):\n"
-        f"  val {metric}  {summary['val'][metric]:.4f}\n"
-        f"  test {metric} {summary['test'][metric]:.4f}\n"
+        f"  val  {val}\n"
+        f"  test {test}\n"
         f"  params: {params}\n"
         f"  outputs: {Path(summary['weights']).parent}/ (summary.json, best_model.pt, best_params.json)"
         + (f"\n  export: {summary['export']}/best_model.py" if summary.get("export") else ""),
@@ -605,9 +638,7 @@ def _trial_checkpoint(run: RunConfig, number: int) -> dict:
     if saved.trainer.threads:  # as the trial ran: a thread count can change the last bits
         torch.set_num_threads(saved.trainer.threads)
     model, ckpt = best_model(plan, trial, device)
-    x, y = plan.data.x_test, plan.data.y_test
-    _, test = train.evaluate(model.to(device), x, y, saved.trainer.eval_batch_size)
-    ckpt["test"] = {plan.data.spec.metric: test}
+    ckpt["test"] = test_metrics(model.to(device), plan.data, saved.trainer.eval_batch_size)
     return ckpt
 
 

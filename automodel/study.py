@@ -152,16 +152,21 @@ def counts(study: optuna.Study) -> dict[str, int]:
 
 
 def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    if not complete:
-        return None
-    # Ties go to the earlier trial, as Optuna's own best_trial does.
-    return max(complete, key=lambda t: (t.value, -t.number))
+    ranking = ranked(study)
+    return ranking[0] if ranking else None
 
 
 def ranked(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """Complete trials, best first by the study's direction; ties go to the earlier trial,
+    as Optuna's own best_trial does."""
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    return sorted(complete, key=lambda t: (-t.value, t.number))
+    sign = sign_of(study)
+    return sorted(complete, key=lambda t: (-sign * t.value, t.number))
+
+
+def sign_of(study: optuna.Study) -> int:
+    """+1 when higher values are better (accuracy), -1 when lower are (rmse)."""
+    return 1 if study.direction == optuna.study.StudyDirection.MAXIMIZE else -1
 
 
 def most_common_failure(trials: list[optuna.trial.FrozenTrial]) -> tuple[str, int]:

@@ -11,8 +11,9 @@ import numpy as np
 class Raw:
     """Rows as the dataset gives them, flattened: `x` is (N, prod(input_shape)).
 
-    `x_test`/`y_test` are set by sources with an official test split (mnist1d); the others are
-    split here with `test_fraction`.
+    `y` holds class indices into `classes` (classification) or numbers (regression, with
+    `classes` empty). `x_test`/`y_test` are set by sources with an official test split
+    (mnist1d); the others are split here with `test_fraction`.
     """
 
     x: np.ndarray
@@ -21,3 +22,4 @@ class Raw:
     classes: list[str]
     x_test: np.ndarray | None = None
     y_test: np.ndarray | None = None
+    task: str = "classification"

@@ -35,8 +35,9 @@ def get(family: str) -> Family:
 
 
 def create(family: str, params: dict, spec) -> nn.Module:
-    """Build family `family` sized for `spec` (a DataSpec) from sampled `params`."""
-    return get(family).build(params, tuple(spec.input_shape), spec.n_classes)
+    """Build family `family` sized for `spec` (a DataSpec) from sampled `params`: one output
+    per class, or a single one for regression."""
+    return get(family).build(params, tuple(spec.input_shape), spec.n_outputs)
 
 
 def n_parameters(model: nn.Module) -> int:
