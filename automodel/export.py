@@ -561,16 +561,20 @@ def _usage(spec: DataSpec, family: str) -> list[str]:
     needs = "torch and numpy" + (", and Pillow to read image files" if spec.image_mode else "")
     if family in TORCHVISION_FAMILIES:
         needs += "; torchvision for its backbone"
-    x = "X.csv" if spec.columns is not None else "X.npy"
+    # With a CSV or image files, the labels come with the inputs (target column, class folders).
     if spec.image_mode is not None:
-        x = "images/"
+        x, xv, y, yv = "images/", "val_images/", "", ""
+    elif spec.columns is not None:
+        x, xv, y, yv = "X.csv", "Xv.csv", "", ""
+    else:
+        x, xv, y, yv = "X.npy", "Xv.npy", " --labels y.npy", " --val-labels yv.npy"
     lines = [
         "",
         f"Usage (needs {needs}):",
         f"    python best_model.py predict --input {x} [--output predictions.csv]",
-        f"    python best_model.py evaluate --input {x} --labels y.npy",
-        f"    python best_model.py train --input {x} --labels y.npy \\",
-        f"        [--val-input {x} --val-labels yv.npy] [--output retrained.pt]",
+        f"    python best_model.py evaluate --input {x}{y}",
+        f"    python best_model.py train --input {x}{y} \\",
+        f"        [--val-input {xv}{yv}] [--output retrained.pt]",
         "",
         "    from best_model import load_model, predict",
     ]

@@ -389,6 +389,8 @@ def search(run: RunConfig, command: str = "", attach: bool = False) -> dict:
     start = time.monotonic()
     deadline = time.time() + run.study.timeout if run.study.timeout else math.inf
     plan = prepare(run)
+    for warning in plan.data.warnings:
+        print(f"warning: {warning}", file=sys.stderr, flush=True)
     try:
         slots = devices.plan(run.devices, run.workers, run.trials_per_device, run.trainer.threads)
     except ValueError as err:
@@ -440,8 +442,8 @@ def _banner(plan: Plan, study: optuna.Study, slots: list[devices.Slot]) -> None:
     )
     print(
         f"study {run.study.name}: {c['complete'] + c['pruned']} of {run.study.n_trials} trials "
-        f"done, family {plan.space.family}, data {run.data.name} "
-        f"({len(data.x_train)} train / {len(data.x_val)} val / {len(data.x_test)} test), "
+        f"done, family {plan.space.family}, data {run.data.name} ({data.spec.task}, "
+        f"{len(data.x_train)} train / {len(data.x_val)} val / {len(data.x_test)} test), "
         f"{where} ({slots[0].threads} thread{'s' if slots[0].threads > 1 else ''} each), "
         f"outputs in {run.study_dir}/",
         flush=True,

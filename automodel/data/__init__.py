@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from automodel.data import digits, mnist1d, synthetic
+from automodel.data import digits, mnist1d, synthetic, table
 from automodel.data.source import Raw
 from automodel.metrics import TASKS
 
@@ -20,6 +20,7 @@ SOURCES: dict[str, Callable[..., Raw]] = {
     "digits": digits.load,
     "mnist1d": mnist1d.load,
     "synthetic": synthetic.load,
+    "csv": table.load,
 }
 
 
@@ -105,11 +106,12 @@ class Dataset:
     y_val: torch.Tensor
     x_test: torch.Tensor
     y_test: torch.Tensor
+    warnings: tuple[str, ...] = ()  # for the user: columns dropped, rows skipped
 
     def to(self, device: torch.device | str) -> Dataset:
         """The same data on `device` (small data is held there whole: no loader per step)."""
         moved = {k: getattr(self, k).to(device) for k in _TENSORS}
-        return Dataset(spec=self.spec, **moved)
+        return Dataset(spec=self.spec, **moved, warnings=self.warnings)
 
 
 _TENSORS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
@@ -163,7 +165,11 @@ def _split(raw: Raw, val_fraction: float, test_fraction: float, seed: int) -> tu
 def prepare(raw: Raw, name: str, val_fraction: float, test_fraction: float, seed: int) -> Dataset:
     _check_targets(raw, name)
     x_train, y_train, x_val, y_val, x_test, y_test = _split(raw, val_fraction, test_fraction, seed)
-    shape = tuple(raw.input_shape)
+    shape, columns = tuple(raw.input_shape), None
+    if raw.columns is not None:  # CSV cells: encoded with settings fitted on the train split
+        columns = table.fit(raw.columns, x_train)
+        x_train, x_val, x_test = (table.encode(columns, a) for a in (x_train, x_val, x_test))
+        shape = (x_train.shape[1],)
     x_train, x_val, x_test = (
         np.asarray(a, np.float32).reshape(-1, *shape) for a in (x_train, x_val, x_test)
     )
@@ -184,6 +190,9 @@ def prepare(raw: Raw, name: str, val_fraction: float, test_fraction: float, seed
         metric=TASKS[raw.task][0],
         target_mean=targets.mean,
         target_std=targets.std,
+        columns=None if columns is None else tuple(columns),
+        target=raw.target,
+        image_mode=raw.image_mode,
     )
     m = mean.reshape(spec.stat_shape()).astype(np.float32)
     s = std.reshape(spec.stat_shape()).astype(np.float32)
@@ -195,6 +204,7 @@ def prepare(raw: Raw, name: str, val_fraction: float, test_fraction: float, seed
         y_val=targets(y_val),
         x_test=torch.from_numpy((x_test - m) / s),
         y_test=targets(y_test),
+        warnings=tuple(raw.warnings),
     )
 
 

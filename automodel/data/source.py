@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -14,6 +14,10 @@ class Raw:
     `y` holds class indices into `classes` (classification) or numbers (regression, with
     `classes` empty). `x_test`/`y_test` are set by sources with an official test split
     (mnist1d); the others are split here with `test_fraction`.
+
+    A CSV table (data.table) gives its cells as text instead, `x` of (N, len(columns)), and
+    `columns` says how each is typed: the encoding is fitted on the training split later.
+    `warnings` are things the user should hear about (columns dropped, rows skipped).
     """
 
     x: np.ndarray
@@ -23,3 +27,7 @@ class Raw:
     x_test: np.ndarray | None = None
     y_test: np.ndarray | None = None
     task: str = "classification"
+    columns: list[dict] | None = None
+    target: str | None = None
+    image_mode: str | None = None
+    warnings: list[str] = field(default_factory=list)
