@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import inspect
 import itertools
 import math
 import numbers
@@ -36,6 +37,8 @@ from torch import nn
 from automodel import __version__, models
 from automodel.data import DataSpec
 from automodel.export_script import IMPORTS, RUNTIME
+from automodel.models import resnet
+from automodel.models.blocks import ACTIVATIONS
 
 EXPORT_DIR = "export"
 SCRIPT = "best_model.py"
@@ -157,6 +160,20 @@ LAYERS: dict[type[nn.Module], Layer] = {
     nn.Flatten: Layer(keywords={"start_dim": 1, "end_dim": -1}),
     nn.Identity: Layer(),
 }
+
+# Custom blocks of the families, written into the script once as classes.
+LAYERS[resnet.ResBlock] = Layer(
+    ("dims", "in_channels", "out_channels"),
+    {"stride": 1, "activation": "relu", "batch_norm": True},
+    {"activation": tuple(ACTIVATIONS)},
+    source=inspect.getsource(resnet.ResBlock),
+)
+LAYERS[resnet.ResLinear] = Layer(
+    ("width",),
+    {"activation": "relu", "dropout": 0.0, "batch_norm": True},
+    {"activation": tuple(ACTIVATIONS)},
+    source=inspect.getsource(resnet.ResLinear),
+)
 
 OPTIMIZERS: dict[str, str] = {  # the search's construction (train.make_optimizer), on CPU
     "adam": "torch.optim.Adam(params, lr=LR, weight_decay=WEIGHT_DECAY, fused=True)",

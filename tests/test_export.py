@@ -32,6 +32,7 @@ from tests.test_models import ACCEPTS, SHAPES, option_grid
 FAMILY_DATA = {
     "mlp": ["data=synthetic", "data.n_samples=300", "search_space=mlp"],
     "cnn": ["data=digits", "search_space=cnn", "trainer.max_epochs=2"],
+    "resnet": ["data=digits", "search_space=resnet", "trainer.max_epochs=2"],
 }
 HOSTILE = [
     "__import__('os').system('touch pwned')",

@@ -12,7 +12,7 @@ from automodel.data import DataSpec
 
 SHAPES = {"table": (12,), "sequence": (1, 40), "image": (1, 8, 8), "rgb": (3, 16, 16)}
 # Which data shapes each family accepts (a new family adds its line here).
-ACCEPTS = {"mlp": set(SHAPES), "cnn": {"sequence", "image", "rgb"}}
+ACCEPTS = {"mlp": set(SHAPES), "cnn": {"sequence", "image", "rgb"}, "resnet": set(SHAPES)}
 
 
 def spec(shape) -> DataSpec:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from automodel.hparams import Param
-from automodel.models import cnn, mlp
+from automodel.models import cnn, mlp, resnet
 
 
 @dataclass(frozen=True)
@@ -25,6 +25,7 @@ class Family:
 FAMILIES: dict[str, Family] = {
     "mlp": Family(mlp.PARAMS, mlp.build),
     "cnn": Family(cnn.PARAMS, cnn.build),
+    "resnet": Family(resnet.PARAMS, resnet.build),
 }
 
 
