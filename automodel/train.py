@@ -139,7 +139,7 @@ def fit(
     highest accuracy, or the lowest rmse). Raises NonFiniteLoss when the loss diverges, and
     whatever `on_epoch_end` raises.
     """
-    device = data.x_train.device
+    device = data.y_train.device
     n = len(data.x_train)
     if recipe.batch_size > n:
         raise ValueError(f"batch_size {recipe.batch_size} is larger than the {n} training rows")
@@ -159,9 +159,7 @@ def fit(
         lr = optimizer.param_groups[0]["lr"]
         perm = torch.randperm(n, generator=gen, device=device)
         total = torch.zeros((), device=device)
-        for i in range(0, n_used, bs):
-            idx = perm[i : min(i + bs, n_used)]
-            x = data.x_train[idx]
+        for idx, x in _batches(data.x_train, perm, n_used, bs, device):
             if recipe.augment != "none":
                 x = augment(x, recipe.augment, gen)
             loss = loss_fn(model(x), data.y_train[idx])
@@ -243,10 +241,29 @@ def evaluate(
     }
 
 
-def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 2048) -> torch.Tensor:
+def _batches(x, perm: torch.Tensor, n_used: int, bs: int, device: torch.device):
+    """(indices, inputs) of each training batch, in the order of `perm`: sliced from a tensor
+    held on the device, or read by a DataLoader (data.lazy.Rows) and copied there."""
+    if isinstance(x, torch.Tensor):
+        for i in range(0, n_used, bs):
+            idx = perm[i : min(i + bs, n_used)]
+            yield idx, x[idx]
+        return
+    order = perm[:n_used].tolist()  # one host sync per epoch
+    chunks = [order[i : i + bs] for i in range(0, n_used, bs)]
+    for chunk, batch in zip(chunks, x.loader(chunks, device), strict=True):
+        yield torch.tensor(chunk, device=device), batch.to(device, non_blocking=True)
+
+
+def predict_logits(model: nn.Module, x, batch_size: int = 2048) -> torch.Tensor:
+    """Outputs for every row of `x`: a tensor on the model's device, or data.lazy.Rows."""
     was_training = model.training
     model.eval()
     with torch.inference_mode():
-        out = torch.cat([model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
+        if isinstance(x, torch.Tensor):
+            out = torch.cat([model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
+        else:
+            device = next(model.parameters()).device
+            out = torch.cat([model(b) for _, b in x.batches(batch_size, device)])
     model.train(was_training)
     return out

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from automodel.data import digits, mnist1d, synthetic, table
+from automodel.data import digits, images, lazy, mnist1d, synthetic, table
 from automodel.data.source import Raw
 from automodel.metrics import TASKS
 
@@ -21,6 +21,8 @@ SOURCES: dict[str, Callable[..., Raw]] = {
     "mnist1d": mnist1d.load,
     "synthetic": synthetic.load,
     "csv": table.load,
+    "image_folder": images.load_folder,
+    "torchvision": images.load_torchvision,
 }
 
 
@@ -110,8 +112,17 @@ class Dataset:
 
     def to(self, device: torch.device | str) -> Dataset:
         """The same data on `device` (small data is held there whole: no loader per step)."""
-        moved = {k: getattr(self, k).to(device) for k in _TENSORS}
+        moved = {k: _to(getattr(self, k), device) for k in _TENSORS}
         return Dataset(spec=self.spec, **moved, warnings=self.warnings)
+
+    @property
+    def lazy(self) -> bool:
+        """Read batch by batch by a DataLoader (data.lazy.Rows), not held as tensors."""
+        return not isinstance(self.x_train, torch.Tensor)
+
+
+def _to(x, device):
+    return x.to(device) if isinstance(x, torch.Tensor) else x  # Rows are read per batch
 
 
 _TENSORS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
@@ -119,13 +130,15 @@ _TENSORS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
 
 def load(cfg, seed: int) -> Dataset:
     """Load `cfg.name`, split it and normalise it. Raises ValueError on unusable data."""
-    return prepare(_raw(cfg), cfg.name, cfg.val_fraction, cfg.test_fraction, seed)
+    workers = getattr(cfg, "loader_workers", 2)
+    return prepare(_raw(cfg), cfg.name, cfg.val_fraction, cfg.test_fraction, seed, workers)
 
 
 def load_raw_splits(cfg, seed: int) -> dict[str, np.ndarray]:
     """The same splits as `load`, as the source gives the rows (not reshaped or normalised).
 
-    Keys x_train, y_train, x_val, y_val, x_test, y_test: what an exported script takes.
+    Keys x_train, y_train, x_val, y_val, x_test, y_test: what an exported script takes (for
+    images read batch by batch, x_* hold the items: file paths or row numbers).
     """
     raw = _raw(cfg)
     _check_targets(raw, cfg.name)
@@ -162,10 +175,24 @@ def _split(raw: Raw, val_fraction: float, test_fraction: float, seed: int) -> tu
     return x_train, y_train, x_val, y_val, x_test, y_test
 
 
-def prepare(raw: Raw, name: str, val_fraction: float, test_fraction: float, seed: int) -> Dataset:
+def prepare(
+    raw: Raw, name: str, val_fraction: float, test_fraction: float, seed: int, workers: int = 2
+) -> Dataset:
+    """Split `raw`, fit the encoding and the statistics on the training split, normalise."""
     _check_targets(raw, name)
     x_train, y_train, x_val, y_val, x_test, y_test = _split(raw, val_fraction, test_fraction, seed)
+    targets = _Targets(raw.task, np.asarray(y_train))
     shape, columns = tuple(raw.input_shape), None
+    if raw.reader is not None:  # read batch by batch: x_* hold items, not rows
+        mean, std = lazy.channel_stats(x_train, raw.reader, shape, workers)
+        spec = _spec(raw, name, shape, mean, std, targets, None)
+
+        def rows(items):
+            return lazy.Rows(items, raw.reader, shape, mean, std, workers)
+
+        x_train, x_val, x_test = rows(x_train), rows(x_val), rows(x_test)
+        return Dataset(spec, x_train, targets(y_train), x_val, targets(y_val), x_test,
+                       targets(y_test), warnings=tuple(raw.warnings))  # fmt: skip
     if raw.columns is not None:  # CSV cells: encoded with settings fitted on the train split
         columns = table.fit(raw.columns, x_train)
         x_train, x_val, x_test = (table.encode(columns, a) for a in (x_train, x_val, x_test))
@@ -178,8 +205,23 @@ def prepare(raw: Raw, name: str, val_fraction: float, test_fraction: float, seed
     mean = x_train.mean(axis=axes)
     std = x_train.std(axis=axes)
     std = np.where(std < 1e-8, 1.0, std)  # constant features (blank image corners) stay finite
-    targets = _Targets(raw.task, np.asarray(y_train))
-    spec = DataSpec(
+    spec = _spec(raw, name, shape, mean, std, targets, columns)
+    m = mean.reshape(spec.stat_shape()).astype(np.float32)
+    s = std.reshape(spec.stat_shape()).astype(np.float32)
+    return Dataset(
+        spec=spec,
+        x_train=torch.from_numpy((x_train - m) / s),
+        y_train=targets(y_train),
+        x_val=torch.from_numpy((x_val - m) / s),
+        y_val=targets(y_val),
+        x_test=torch.from_numpy((x_test - m) / s),
+        y_test=targets(y_test),
+        warnings=tuple(raw.warnings),
+    )
+
+
+def _spec(raw: Raw, name: str, shape, mean, std, targets: _Targets, columns) -> DataSpec:
+    return DataSpec(
         name=name,
         input_shape=shape,
         n_classes=len(raw.classes),
@@ -193,18 +235,6 @@ def prepare(raw: Raw, name: str, val_fraction: float, test_fraction: float, seed
         columns=None if columns is None else tuple(columns),
         target=raw.target,
         image_mode=raw.image_mode,
-    )
-    m = mean.reshape(spec.stat_shape()).astype(np.float32)
-    s = std.reshape(spec.stat_shape()).astype(np.float32)
-    return Dataset(
-        spec=spec,
-        x_train=torch.from_numpy((x_train - m) / s),
-        y_train=targets(y_train),
-        x_val=torch.from_numpy((x_val - m) / s),
-        y_val=targets(y_val),
-        x_test=torch.from_numpy((x_test - m) / s),
-        y_test=targets(y_test),
-        warnings=tuple(raw.warnings),
     )
 
 

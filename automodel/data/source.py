@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -18,6 +20,9 @@ class Raw:
     A CSV table (data.table) gives its cells as text instead, `x` of (N, len(columns)), and
     `columns` says how each is typed: the encoding is fitted on the training split later.
     `warnings` are things the user should hear about (columns dropped, rows skipped).
+
+    Images too large to hold (data.images) set `reader`: `x` and `x_test` then hold items
+    (file paths, row numbers) and `reader(item)` gives an item's raw row.
     """
 
     x: np.ndarray
@@ -31,3 +36,4 @@ class Raw:
     target: str | None = None
     image_mode: str | None = None
     warnings: list[str] = field(default_factory=list)
+    reader: Callable[[Any], np.ndarray] | None = None
