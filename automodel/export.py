@@ -37,7 +37,7 @@ from torch import nn
 from automodel import __version__, models
 from automodel.data import DataSpec
 from automodel.export_script import IMPORTS, RUNTIME
-from automodel.models import resnet
+from automodel.models import pretrained, resnet
 from automodel.models.blocks import ACTIVATIONS
 
 EXPORT_DIR = "export"
@@ -174,6 +174,14 @@ LAYERS[resnet.ResLinear] = Layer(
     {"activation": tuple(ACTIVATIONS)},
     source=inspect.getsource(resnet.ResLinear),
 )
+# The pretrained family's backbone: the script builds it with torchvision (random weights, then
+# weights.pt), so it needs torchvision; `new_model` loads the pretrained weights it started from.
+LAYERS[pretrained.Backbone] = Layer(
+    ("name", "in_channels"),
+    {"finetune": "full"},
+    {"name": pretrained.BACKBONES, "finetune": ("head", "full")},
+    source=inspect.getsource(pretrained.Backbone),
+)
 
 OPTIMIZERS: dict[str, str] = {  # the search's construction (train.make_optimizer), on CPU
     "adam": "torch.optim.Adam(params, lr=LR, weight_decay=WEIGHT_DECAY, fused=True)",
@@ -222,6 +230,7 @@ def render(checkpoint: dict, provenance: dict) -> str:
     recipe = _recipe(checkpoint["recipe"])
     family = _choice("family", checkpoint["family"], tuple(models.FAMILIES))
     columns = _columns(spec)
+    trial = _int("trial", checkpoint["trial"])
     with torch.random.fork_rng(devices=[]):  # building layers draws from torch's generator
         model = _model(checkpoint, spec)
         blocks: dict[str, str] = {}
@@ -232,7 +241,7 @@ def render(checkpoint: dict, provenance: dict) -> str:
         (_docstring(checkpoint, spec, family, provenance), False),
         (IMPORTS, False),
         (_data_section(spec, columns), False),
-        (_recipe_section(recipe, _int("trial", checkpoint["trial"]), spec, NEW_MODEL), True),
+        (_recipe_section(recipe, trial, spec, _new_model(family, checkpoint["params"])), True),
         *((source, True) for source in blocks.values()),
         (_model_class(family, spec, n_params, layers), True),
         (RUNTIME, True),
@@ -734,6 +743,37 @@ def _recipe_section(recipe: dict, trial: int, spec: DataSpec, new_model: str) ->
 NEW_MODEL = '''def new_model() -> Model:
     """A freshly initialised Model (seed torch first to get the search's initial weights)."""
     return Model()'''
+NEW_PRETRAINED = '''def new_model() -> Model:
+    """A new Model whose backbone starts from the PRETRAINED weights, as in the search
+    (seed torch first to get the search's initial head)."""
+    model = Model()
+    model[0].load_pretrained(PRETRAINED)
+    return model'''
+
+
+def _new_model(family: str, params: dict) -> str:
+    """`new_model`, what `train` starts from: a fresh Model, or for a pretrained backbone the
+    Model with the backbone's pretrained weights (from the same place as in the search)."""
+    weights = params.get("weights", pretrained.PARAMS["weights"].default)
+    if family != "pretrained" or weights == "none":
+        return NEW_MODEL
+    if weights == "hub":
+        name = params.get("backbone", pretrained.PARAMS["backbone"].default)
+        file = pretrained.hub_path(_choice("backbone", name, pretrained.BACKBONES)).name
+        lines = [
+            "# The backbone's pretrained weights: torchvision's file in the torch hub cache.",
+            'HUB_CHECKPOINTS = Path(torch.hub.get_dir()) / "checkpoints"',
+            f"PRETRAINED = HUB_CHECKPOINTS / {_str(file)}",
+        ]
+    else:
+        lines = ["# The backbone's pretrained weights, as the search loaded them."]
+        one = f"PRETRAINED = Path({_str(weights)})"
+        lines += (
+            [one]
+            if _width(one) <= LINE_LENGTH
+            else ["PRETRAINED = Path(", f"    {_str(weights)}", ")"]
+        )
+    return "\n".join([*lines, "", "", NEW_PRETRAINED])
 
 
 # -------------------------------------------------------------------------- module tree

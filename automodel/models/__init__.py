@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from automodel.hparams import Param
-from automodel.models import cnn, mlp, resnet
+from automodel.models import cnn, mlp, pretrained, resnet
 
 
 @dataclass(frozen=True)
@@ -26,6 +26,7 @@ FAMILIES: dict[str, Family] = {
     "mlp": Family(mlp.PARAMS, mlp.build),
     "cnn": Family(cnn.PARAMS, cnn.build),
     "resnet": Family(resnet.PARAMS, resnet.build),
+    "pretrained": Family(pretrained.PARAMS, pretrained.build),
 }
 
 
