@@ -30,15 +30,42 @@ class ConfigError(ValueError):
     """Bad user input: the command line prints the message alone and exits with code 2."""
 
 
+SOURCES = ("digits", "mnist1d", "synthetic", "csv", "image_folder", "torchvision")
+DATA_TASKS = ("classification", "regression")
+TORCHVISION_SETS = ("MNIST", "FashionMNIST", "CIFAR10", "CIFAR100", "FakeData")
+
+
 @dataclass
 class DataConfig:
-    name: str = "digits"
+    # The dataset's name (and the study name's first part); for torchvision, which set.
+    # null for csv and image_folder: the file's or folder's name.
+    name: str | None = "digits"
+    # Where the rows come from; null: the same as name (digits, mnist1d, synthetic).
+    source: str | None = None
     val_fraction: float = 0.2
     test_fraction: float = 0.2
+    # classification or regression; null: inferred from the target (csv) or the dataset's own.
+    task: str | None = None
     # synthetic only
     n_samples: int = 600
     n_features: int = 16
     n_classes: int = 3
+    # csv: the file, its target column, columns to leave out. image_folder: the folder.
+    path: str | None = None
+    target: str | None = None
+    drop: list[str] = field(default_factory=list)
+    # image_folder and torchvision: resize to image_size x image_size (null: keep the size).
+    image_size: int | None = None
+    # Larger image data is read batch by batch by a DataLoader instead of held as tensors.
+    in_memory_mb: float = 1024.0
+    loader_workers: int = 2
+    # torchvision: where the dataset lives, and whether it may be downloaded there.
+    root: str = "data"
+    download: bool = False
+
+    @property
+    def source_name(self) -> str:
+        return self.source or self.name or ""
 
 
 @dataclass
@@ -193,6 +220,7 @@ def validate(run: RunConfig) -> None:
         value = getattr(d, key)
         if not 0 < value < 0.5:
             raise ConfigError(f"data.{key} must be in (0, 0.5), got {value}")
+    _validate_data(d)
     if run.workers != "auto" and (
         isinstance(run.workers, bool) or not isinstance(run.workers, int) or run.workers < 1
     ):
@@ -233,6 +261,32 @@ def _validate_tracking(t: TrackingConfig, ui: UiConfig) -> None:
         raise ConfigError(f"ui.port must be in 1..65535, got {ui.port}")
     if not ui.host:
         raise ConfigError("ui.host must not be empty; for example 127.0.0.1")
+
+
+def _validate_data(d: DataConfig) -> None:
+    """The keys each source needs; the files themselves are checked when the data loads."""
+    source = d.source_name
+    if source not in SOURCES:
+        raise ConfigError(f"unknown data source {source!r}; known: {', '.join(SOURCES)}")
+    if d.task is not None and d.task not in DATA_TASKS:
+        raise ConfigError(f"data.task must be null, {' or '.join(DATA_TASKS)}, got {d.task!r}")
+    needs = {"csv": ("path", "target"), "image_folder": ("path",)}.get(source, ())
+    for key in needs:
+        if not getattr(d, key):
+            raise ConfigError(f"data={source} needs data.{key}=..., got {getattr(d, key)!r}")
+    if source == "torchvision" and d.name not in TORCHVISION_SETS:
+        raise ConfigError(
+            f"data.name {d.name!r} is not a torchvision dataset automodel reads; known: "
+            f"{', '.join(TORCHVISION_SETS)}"
+        )
+    if d.image_size is not None and not 4 <= d.image_size <= 4096:
+        raise ConfigError(f"data.image_size must be null or in [4, 4096], got {d.image_size}")
+    if d.in_memory_mb < 0:
+        raise ConfigError(f"data.in_memory_mb must be >= 0, got {d.in_memory_mb}")
+    if d.loader_workers < 0:
+        raise ConfigError(f"data.loader_workers must be >= 0, got {d.loader_workers}")
+    if d.name is None:  # csv, image_folder: named after the file or folder
+        d.name = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(d.path).stem).strip("-._") or source
 
 
 def _devices(value: Any) -> str | list[int]:

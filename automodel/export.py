@@ -16,6 +16,8 @@ script and checks that it reproduces the trained model's outputs before it repla
 from __future__ import annotations
 
 import ast
+import dataclasses
+import inspect
 import itertools
 import math
 import numbers
@@ -23,6 +25,7 @@ import os
 import runpy
 import shutil
 import tempfile
+import textwrap
 import unicodedata
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -34,6 +37,8 @@ from torch import nn
 from automodel import __version__, models
 from automodel.data import DataSpec
 from automodel.export_script import IMPORTS, RUNTIME
+from automodel.models import pretrained, resnet
+from automodel.models.blocks import ACTIVATIONS
 
 EXPORT_DIR = "export"
 SCRIPT = "best_model.py"
@@ -42,12 +47,14 @@ _BACKUP = "export.old"
 _TMP_PREFIX = "export.tmp-"
 LINE_LENGTH = 88  # ruff's and black's default: the script is formatted for it
 
-TASKS = ("classification",)
-METRICS = ("accuracy",)
+TASKS = ("classification", "regression")
+METRICS = ("accuracy", "f1_macro", "rmse", "mae", "r2")
+SELECTED = {"classification": "accuracy", "regression": "rmse"}  # what the search ranks by
 # DataSpec's fields, plus "columns" (optional: a table's column names, in input order).
-SPEC_KEYS = {"name", "input_shape", "n_classes", "classes", "mean", "std", "task", "metric"}
-SPEC_KEYS.add("columns")
+SPEC_KEYS = {f.name for f in dataclasses.fields(DataSpec)} | {"columns"}
 RECIPE_KEYS = {
+    "loss",
+    "augment",
     "optimizer",
     "lr",
     "weight_decay",
@@ -59,6 +66,17 @@ RECIPE_KEYS = {
     "seed",
 }
 SCHEDULES = ("constant", "cosine")
+TORCHVISION_FAMILIES = ("pretrained",)  # their exported Model builds a torchvision backbone
+AUGMENTS = {  # as train.augment applies them to each training batch of images
+    "none": "no augmentation",
+    "flip": "random horizontal flips",
+    "crop": "random crops of the padded image",
+    "crop_flip": "random crops of the padded image and horizontal flips",
+}
+LOSSES = {  # regression losses on the normalised targets, as train.make_loss builds them
+    "mse": "nn.MSELoss()",
+    "huber": "nn.HuberLoss()",
+}
 
 
 class ExportError(ValueError):
@@ -143,6 +161,28 @@ LAYERS: dict[type[nn.Module], Layer] = {
     nn.Identity: Layer(),
 }
 
+# Custom blocks of the families, written into the script once as classes.
+LAYERS[resnet.ResBlock] = Layer(
+    ("dims", "in_channels", "out_channels"),
+    {"stride": 1, "activation": "relu", "batch_norm": True},
+    {"activation": tuple(ACTIVATIONS)},
+    source=inspect.getsource(resnet.ResBlock),
+)
+LAYERS[resnet.ResLinear] = Layer(
+    ("width",),
+    {"activation": "relu", "dropout": 0.0, "batch_norm": True},
+    {"activation": tuple(ACTIVATIONS)},
+    source=inspect.getsource(resnet.ResLinear),
+)
+# The pretrained family's backbone: the script builds it with torchvision (random weights, then
+# weights.pt), so it needs torchvision; `new_model` loads the pretrained weights it started from.
+LAYERS[pretrained.Backbone] = Layer(
+    ("name", "in_channels"),
+    {"finetune": "full"},
+    {"name": pretrained.BACKBONES, "finetune": ("head", "full")},
+    source=inspect.getsource(pretrained.Backbone),
+)
+
 OPTIMIZERS: dict[str, str] = {  # the search's construction (train.make_optimizer), on CPU
     "adam": "torch.optim.Adam(params, lr=LR, weight_decay=WEIGHT_DECAY, fused=True)",
     "adamw": "torch.optim.AdamW(params, lr=LR, weight_decay=WEIGHT_DECAY, fused=True)",
@@ -189,6 +229,8 @@ def render(checkpoint: dict, provenance: dict) -> str:
     spec = _spec(checkpoint["spec"])
     recipe = _recipe(checkpoint["recipe"])
     family = _choice("family", checkpoint["family"], tuple(models.FAMILIES))
+    columns = _columns(spec)
+    trial = _int("trial", checkpoint["trial"])
     with torch.random.fork_rng(devices=[]):  # building layers draws from torch's generator
         model = _model(checkpoint, spec)
         blocks: dict[str, str] = {}
@@ -198,8 +240,8 @@ def render(checkpoint: dict, provenance: dict) -> str:
     parts = [
         (_docstring(checkpoint, spec, family, provenance), False),
         (IMPORTS, False),
-        (_data_section(spec, _columns(checkpoint["spec"], spec)), False),
-        (_recipe_section(recipe, _int("trial", checkpoint["trial"])), True),
+        (_data_section(spec, columns), False),
+        (_recipe_section(recipe, trial, spec, _new_model(family, checkpoint["params"])), True),
         *((source, True) for source in blocks.values()),
         (_model_class(family, spec, n_params, layers), True),
         (RUNTIME, True),
@@ -378,20 +420,35 @@ def _spec(raw: dict) -> DataSpec:
             "automodel/export.py to write it into the script"
         )
     spec = DataSpec.from_dict(raw)
-    _choice("task", spec.task, TASKS)
-    _choice("metric", spec.metric, METRICS)
+    task = _choice("task", spec.task, TASKS)
+    _choice("metric", spec.metric, (SELECTED[task],))
     if not 1 <= len(spec.input_shape) <= 3:
         raise ExportError(f"input_shape must have 1 to 3 dims, got {spec.input_shape!r}")
     for n in spec.input_shape:
         _int("input_shape", n, low=1)
-    if _int("n_classes", spec.n_classes, 2) != len(spec.classes):
+    low = 2 if task == "classification" else 0
+    if _int("n_classes", spec.n_classes, low) != len(spec.classes):
         raise ExportError(
             f"n_classes is {spec.n_classes} but there are {len(spec.classes)} classes"
         )
+    if task == "regression" and spec.classes:
+        raise ExportError(f"a regression has no classes, got {list(spec.classes)!r}")
     for c in spec.classes:
         _str(c)
     if len(set(spec.classes)) != len(spec.classes):
         raise ExportError(f"class names must be unique, got {list(spec.classes)!r}")
+    if spec.image_mode is not None:
+        channels = {"L": 1, "RGB": 3}[_choice("image_mode", spec.image_mode, IMAGE_MODES)]
+        if len(spec.input_shape) != 3 or spec.input_shape[0] != channels:
+            raise ExportError(
+                f"image_mode {spec.image_mode} needs an input shape ({channels}, H, W), "
+                f"got {spec.input_shape!r}"
+            )
+    if spec.target is not None:
+        _str(spec.target)
+    _float("target_mean", spec.target_mean)
+    if _float("target_std", spec.target_std) <= 0:
+        raise ExportError(f"target_std must be > 0, got {spec.target_std!r}")
     channels = spec.input_shape[0]
     for key in ("mean", "std"):
         values = getattr(spec, key)
@@ -404,15 +461,56 @@ def _spec(raw: dict) -> DataSpec:
     return spec
 
 
-def _columns(raw: dict, spec: DataSpec) -> tuple[str, ...] | None:
-    columns = raw.get("columns")
-    if columns is None:
+COLUMN_KEYS = {
+    "numeric": {"name", "kind", "fill", "indicator"},
+    "onehot": {"name", "kind", "levels"},
+    "hash": {"name", "kind", "buckets"},
+}
+IMAGE_MODES = ("L", "RGB")
+
+
+def _columns(spec: DataSpec) -> list | None:
+    """COLUMNS as nested literals: (name, "numeric", fill, indicator), (name, "onehot",
+    (levels...)) or (name, "hash", buckets); every value checked, the features counted."""
+    if spec.columns is None:
         return None
-    if len(spec.input_shape) != 1 or len(columns) != spec.input_shape[0]:
-        raise ExportError(f"columns must name the features of a table, got {columns!r}")
-    for c in columns:
-        _str(c)  # raises for anything but text
-    return tuple(columns)
+    if len(spec.input_shape) != 1:
+        raise ExportError(f"columns need a table (1-dim input), got {spec.input_shape!r}")
+    entries, n_features, names = [], 0, set()
+    for c in spec.columns:
+        if not isinstance(c, dict):
+            raise ExportError(f"columns must name the features of a table, got {c!r}")
+        kind = _choice("column kind", c.get("kind"), tuple(COLUMN_KEYS))
+        if set(c) != COLUMN_KEYS[kind]:
+            raise ExportError(
+                f"a {kind} column has the keys {sorted(COLUMN_KEYS[kind])}, got {c!r}"
+            )
+        name = _str(c["name"])
+        if c["name"] in names:
+            raise ExportError(f"column names must be unique, got {c['name']!r} twice")
+        names.add(c["name"])
+        if kind == "numeric":
+            if not isinstance(c["indicator"], bool):
+                raise ExportError(f"indicator must be true or false, got {c['indicator']!r}")
+            entries.append(
+                [name, '"numeric"', _float_literal(_float("fill", c["fill"])), repr(c["indicator"])]
+            )
+            n_features += 1 + c["indicator"]
+        elif kind == "onehot":
+            levels = list(c["levels"])
+            if not levels or len(set(levels)) != len(levels):
+                raise ExportError(f"onehot levels must be unique and not empty, got {levels!r}")
+            entries.append([name, '"onehot"', [_str(v) for v in levels]])
+            n_features += len(levels)
+        else:
+            buckets = _int("buckets", c["buckets"], 1)
+            entries.append([name, '"hash"', str(buckets)])
+            n_features += buckets
+    if n_features != spec.input_shape[0]:
+        raise ExportError(
+            f"the columns encode {n_features} features, the model reads {spec.input_shape[0]}"
+        )
+    return entries
 
 
 def _recipe(raw: dict) -> dict:
@@ -423,6 +521,8 @@ def _recipe(raw: dict) -> dict:
             "automodel/export.py to write it into the script"
         )
     return {
+        "loss": _choice("loss", raw.get("loss", "mse"), tuple(LOSSES)),
+        "augment": _choice("augment", raw.get("augment", "none"), tuple(AUGMENTS)),
         "optimizer": _choice("optimizer", raw["optimizer"], tuple(OPTIMIZERS)),
         "schedule": _choice("schedule", raw["schedule"], SCHEDULES),
         "lr": _float("lr", raw["lr"]),
@@ -480,31 +580,83 @@ def _docstring(checkpoint: dict, spec: DataSpec, family: str, prov: dict) -> str
     ]
     if prov.get("search_command") and prov["search_command"] != prov.get("command"):
         lines.append(f"searched with: {_doc(prov['search_command'])}")
-    n_values = math.prod(spec.input_shape)
-    lines += [
+    return "\n".join(lines + _usage(spec, family))
+
+
+def _usage(spec: DataSpec, family: str) -> list[str]:
+    needs = "torch and numpy" + (", and Pillow to read image files" if spec.image_mode else "")
+    if family in TORCHVISION_FAMILIES:
+        needs += "; torchvision for its backbone"
+    # With a CSV or image files, the labels come with the inputs (target column, class folders).
+    if spec.image_mode is not None:
+        x, xv, y, yv = "images/", "val_images/", "", ""
+    elif spec.columns is not None:
+        x, xv, y, yv = "X.csv", "Xv.csv", "", ""
+    else:
+        x, xv, y, yv = "X.npy", "Xv.npy", " --labels y.npy", " --val-labels yv.npy"
+    lines = [
         "",
-        "Usage (needs only torch and numpy):",
-        "    python best_model.py predict --input X.npy [--output predictions.csv]",
-        "    python best_model.py evaluate --input X.npy --labels y.npy",
-        "    python best_model.py train --input X.npy --labels y.npy \\",
-        "        [--val-input Xv.npy --val-labels yv.npy] [--output retrained.pt]",
+        f"Usage (needs {needs}):",
+        f"    python best_model.py predict --input {x} [--output predictions.csv]",
+        f"    python best_model.py evaluate --input {x}{y}",
+        f"    python best_model.py train --input {x}{y} \\",
+        f"        [--val-input {xv}{yv}] [--output retrained.pt]",
         "",
         "    from best_model import load_model, predict",
-        "    labels, probabilities = predict(rows)",
-        "",
-        f"Inputs are raw rows as the dataset gives them: {n_values} values each (.npy, or .csv",
-        f"with one column per value), reshaped here to {spec.input_shape} and normalised with",
-        "the training split's statistics. Labels are class names or indices. The weights in",
-        "weights.pt load with weights_only=True.",
-        '"""',
     ]
-    return "\n".join(lines)
+    if spec.task == "classification":
+        lines += ["    labels, probabilities = predict(rows)", ""]
+        labels = "Labels are class names or indices."
+    else:
+        lines += ["    values, _ = predict(rows)", ""]
+        labels = "Labels are the target's numbers."
+    if spec.columns is not None:
+        names = ", ".join(_doc(c["name"]) for c in spec.columns)
+        target = _doc(spec.target) if spec.target is not None else "the target"
+        text = (
+            f"Inputs are raw CSV rows with the columns {names}, read by name from a header row "
+            "and encoded here as the search encoded them (missing cells imputed, categories "
+            f"one-hot or hashed). {labels} A column {target} in the input CSV gives them too."
+        )
+    elif spec.image_mode is not None:
+        text = (
+            "Inputs are image files (a file, or a folder of them; with a folder per class it "
+            f"gives the labels too), read in mode {spec.image_mode} at {spec.input_shape[1]}x"
+            f"{spec.input_shape[2]}, or their raw pixel values as .npy rows "
+            f"({math.prod(spec.input_shape)} values each). {labels}"
+        )
+    else:
+        text = (
+            f"Inputs are raw rows as the dataset gives them: {math.prod(spec.input_shape)} "
+            f"values each (.npy, or .csv with one column per value), reshaped here to "
+            f"{spec.input_shape} and normalised with the training split's statistics. {labels}"
+        )
+    text += " The weights in weights.pt load with weights_only=True."
+    wrapped = textwrap.wrap(text, LINE_LENGTH, break_long_words=False, break_on_hyphens=False)
+    return [*lines, *wrapped, '"""']
 
 
-def _data_section(spec: DataSpec, columns: tuple[str, ...] | None) -> str:
+def _data_section(spec: DataSpec, columns: list | None) -> str:
     per = "feature" if len(spec.input_shape) == 1 else "channel"
     shape = _tuple([str(n) for n in spec.input_shape])
-    lines = [
+    lines = [f"TASK = {_str(spec.task)}"]
+    if columns is not None:
+        lines += [
+            "# Raw CSV cells are encoded by COLUMNS, one entry per column in input order:",
+            '# (name, "numeric", fill value when missing, adds a missing indicator),',
+            '# (name, "onehot", levels) or (name, "hash", buckets). The settings were fitted on',
+            "# the training split.",
+            *_tuple_lines("COLUMNS = ", columns, 0, ""),
+            f"TARGET = {_str(spec.target) if spec.target is not None else None}"
+            "  # the CSV column that holds the labels",
+        ]
+    else:
+        lines += ["COLUMNS = None  # inputs are numbers, not CSV cells to encode", "TARGET = None"]
+    if spec.image_mode is not None:
+        lines.append(f"IMAGE_MODE = {_str(spec.image_mode)}  # image files are read in this mode")
+    else:
+        lines.append("IMAGE_MODE = None  # inputs are not image files")
+    lines += [
         f"# Raw rows are reshaped to INPUT_SHAPE and normalised per {per} as (x - MEAN) / STD,",
         "# in float32, with the training split's statistics, exactly as during the search.",
         f"INPUT_SHAPE = {shape}",
@@ -512,14 +664,38 @@ def _data_section(spec: DataSpec, columns: tuple[str, ...] | None) -> str:
         _assign("STD", [_float_literal(v) for v in spec.std]),
         _assign("CLASSES", [_str(c) for c in spec.classes]),
     ]
-    if columns is None:
-        lines.append("COLUMNS = None  # a CSV input is read column by column, in order")
+    if spec.task == "regression":
+        lines += [
+            "# The model predicts (y - TARGET_MEAN) / TARGET_STD (training split statistics).",
+            f"TARGET_MEAN = {_float_literal(spec.target_mean)}",
+            f"TARGET_STD = {_float_literal(spec.target_std)}",
+        ]
     else:
-        lines.append(_assign("COLUMNS", [_str(c) for c in columns], "a CSV is read by name"))
+        lines.append("TARGET_MEAN, TARGET_STD = 0.0, 1.0  # regression only")
     return "\n".join(lines)
 
 
-def _recipe_section(recipe: dict, trial: int) -> str:
+def _tuple_lines(prefix: str, items: list, indent: int, suffix: str) -> list[str]:
+    """A nested tuple literal as ruff formats it: on one line when it fits, else one item per
+    line (nested tuples split the same way), each with a trailing comma."""
+    pad = " " * indent
+    one = f"{pad}{prefix}{_flat(items)}{suffix}"
+    if _width(one) <= LINE_LENGTH:
+        return [one]
+    lines = [f"{pad}{prefix}("]
+    for item in items:
+        if isinstance(item, list):
+            lines += _tuple_lines("", item, indent + 4, ",")
+        else:
+            lines.append(f"{pad}    {item},")
+    return [*lines, f"{pad}){suffix}"]
+
+
+def _flat(items: list) -> str:
+    return _tuple([_flat(i) if isinstance(i, list) else i for i in items])
+
+
+def _recipe_section(recipe: dict, trial: int, spec: DataSpec, new_model: str) -> str:
     optimizer = OPTIMIZERS[recipe["optimizer"]].format(nesterov=recipe["momentum"] > 0)
     lines = [
         f"# The training recipe of trial {trial}, as the search ran it (`train` reproduces it).",
@@ -536,7 +712,15 @@ def _recipe_section(recipe: dict, trial: int) -> str:
         f"SCHEDULE = {_str(recipe['schedule'])}  # {schedule}",
         f"BATCH_SIZE = {recipe['batch_size']}",
         f"EPOCHS = {recipe['epochs']}",
-        f"LABEL_SMOOTHING = {_float_literal(recipe['label_smoothing'])}",
+    ]
+    if spec.task == "classification":
+        lines.append(f"LABEL_SMOOTHING = {_float_literal(recipe['label_smoothing'])}")
+        loss, loss_doc = "nn.CrossEntropyLoss(label_smoothing=LABEL_SMOOTHING)", "Cross-entropy"
+    else:
+        loss = LOSSES[recipe["loss"]]
+        loss_doc = f"{recipe['loss'].upper()} of the normalised targets"
+    lines += [
+        f"AUGMENT = {_str(recipe['augment'])}  # {AUGMENTS[recipe['augment']]}",
         f"SEED = {recipe['seed']}  # seeds the initial weights and the batch order",
         "",
         "",
@@ -544,8 +728,52 @@ def _recipe_section(recipe: dict, trial: int) -> str:
         f'    """{_OPTIMIZER_DOCS[recipe["optimizer"]]}"""',
         "    params = model.parameters()",
         f"    return {optimizer}",
+        "",
+        "",
+        "def make_loss() -> nn.Module:",
+        f'    """{loss_doc}, as the search trained with."""',
+        f"    return {loss}",
+        "",
+        "",
+        new_model,
     ]
     return "\n".join(lines)
+
+
+NEW_MODEL = '''def new_model() -> Model:
+    """A freshly initialised Model (seed torch first to get the search's initial weights)."""
+    return Model()'''
+NEW_PRETRAINED = '''def new_model() -> Model:
+    """A new Model whose backbone starts from the PRETRAINED weights, as in the search
+    (seed torch first to get the search's initial head)."""
+    model = Model()
+    model[0].load_pretrained(PRETRAINED)
+    return model'''
+
+
+def _new_model(family: str, params: dict) -> str:
+    """`new_model`, what `train` starts from: a fresh Model, or for a pretrained backbone the
+    Model with the backbone's pretrained weights (from the same place as in the search)."""
+    weights = params.get("weights", pretrained.PARAMS["weights"].default)
+    if family != "pretrained" or weights == "none":
+        return NEW_MODEL
+    if weights == "hub":
+        name = params.get("backbone", pretrained.PARAMS["backbone"].default)
+        file = pretrained.hub_path(_choice("backbone", name, pretrained.BACKBONES)).name
+        lines = [
+            "# The backbone's pretrained weights: torchvision's file in the torch hub cache.",
+            'HUB_CHECKPOINTS = Path(torch.hub.get_dir()) / "checkpoints"',
+            f"PRETRAINED = HUB_CHECKPOINTS / {_str(file)}",
+        ]
+    else:
+        lines = ["# The backbone's pretrained weights, as the search loaded them."]
+        one = f"PRETRAINED = Path({_str(weights)})"
+        lines += (
+            [one]
+            if _width(one) <= LINE_LENGTH
+            else ["PRETRAINED = Path(", f"    {_str(weights)}", ")"]
+        )
+    return "\n".join([*lines, "", "", NEW_PRETRAINED])
 
 
 # -------------------------------------------------------------------------- module tree
@@ -647,10 +875,11 @@ def _reserved() -> set[str]:
 
 def _model_class(family: str, spec: DataSpec, n_params: int, layers: list[str]) -> str:
     shape = _tuple([str(n) for n in spec.input_shape])
+    outputs = f"{spec.n_classes} class scores" if spec.task == "classification" else "1 value"
     return "\n".join(
         [
             "class Model(nn.Sequential):",
-            f'    """The {family} of this trial: {shape} inputs -> {spec.n_classes} class scores, '
+            f'    """The {family} of this trial: {shape} inputs -> {outputs}, '
             f'{n_params:,} parameters."""',
             "",
             "    def __init__(self) -> None:",

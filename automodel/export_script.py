@@ -1,14 +1,17 @@
 r"""The fixed parts of an exported best_model.py: its imports and everything after `Model`.
 
 `export.render` writes the provenance docstring, then IMPORTS, then the generated constants
-(INPUT_SHAPE, MEAN, STD, CLASSES, COLUMNS, the recipe), `make_optimizer` and `Model`, then
-RUNTIME. RUNTIME only reads those names; no value is ever substituted into it. It is formatted
-for ruff's default line length (88) so that the generated file is stable under `ruff format`.
+(TASK, INPUT_SHAPE, MEAN, STD, CLASSES, TARGET_MEAN, TARGET_STD, COLUMNS, TARGET, IMAGE_MODE,
+the recipe), `make_optimizer`, `make_loss`, `new_model` and `Model`, then RUNTIME. RUNTIME only
+reads those names; no value is ever substituted into it. It is formatted for ruff's default
+line length (88) so that the generated file is stable under `ruff format`.
 
-RUNTIME reproduces automodel's own numerics: `prepare` is data.prepare's float32 normalisation,
-`evaluate` is train.evaluate's batched accuracy, `train` is train.fit's loop (seed before the
-model is built, seeded permutation batches, the final single-row batch dropped, per-epoch
-schedule, best-validation-epoch weights kept).
+RUNTIME reproduces automodel's own numerics: `encode` is data.table's encoding of CSV cells,
+`read_images` is data.images' reading of image files, `prepare` is data.prepare's float32
+normalisation, `evaluate` is train.evaluate's batched metrics (metrics.py), `train` is
+train.fit's loop (seed before the model is built, seeded permutation batches, augmentation
+drawn from the same generator, the final single-row batch dropped, per-epoch schedule,
+best-validation-epoch weights kept).
 """
 
 IMPORTS = """\
@@ -20,6 +23,7 @@ import csv
 import math
 import os
 import sys
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +35,11 @@ RUNTIME = r'''
 HERE = Path(__file__).resolve().parent
 WEIGHTS = HERE / "weights.pt"
 EVAL_BATCH_SIZE = 2048  # as the search evaluated
+# The metric the search selected on: the higher accuracy, or the lower rmse.
+METRIC = "accuracy" if TASK == "classification" else "rmse"
+# CSV cells that count as missing (after stripping spaces), as in the search.
+MISSING = ("", "NA", "N/A", "NaN", "nan", "null", "NULL", "?")
+IMAGE_SUFFIXES = (".bmp", ".gif", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
 
 
 def load_model(weights: str | Path = WEIGHTS) -> Model:
@@ -44,11 +53,12 @@ def load_model(weights: str | Path = WEIGHTS) -> Model:
 
 
 def prepare(rows) -> torch.Tensor:
-    """Raw rows -> model inputs: reshaped to INPUT_SHAPE, then (x - MEAN) / STD.
+    """Raw rows -> model inputs: table cells encoded (COLUMNS), reshaped to INPUT_SHAPE,
+    then (x - MEAN) / STD.
 
     The same float32 operations as the search's, so the inputs match it bit for bit.
     """
-    x = np.asarray(rows, dtype=np.float32)
+    x = np.asarray(encode(rows) if COLUMNS is not None else rows, dtype=np.float32)
     size = math.prod(INPUT_SHAPE)
     if x.ndim == 0 or math.prod(x.shape[1:] if x.ndim > 1 else x.shape) != size:
         raise ValueError(
@@ -63,22 +73,93 @@ def prepare(rows) -> torch.Tensor:
     return torch.from_numpy((x - mean) / std)
 
 
-def predict(rows, model: nn.Module | None = None) -> tuple[list[str], np.ndarray]:
-    """The predicted class name of each raw row, and the class probabilities.
+def encode(rows) -> np.ndarray:
+    """Raw table cells, one per entry of COLUMNS and in that order -> numeric features.
 
-    Probabilities have one column per name in CLASSES, in that order.
+    numeric: the number, or its fill value when the cell is missing (then a 0/1 missing
+    indicator when the column has one); onehot: a 0/1 feature per level (all 0 for a
+    missing or unseen level); hash: a 0/1 feature per bucket, picked by the text's CRC-32.
     """
+    rows = [list(row) for row in rows]
+    out = np.zeros((len(rows), math.prod(INPUT_SHAPE)), dtype=np.float64)
+    for i, row in enumerate(rows):
+        if len(row) != len(COLUMNS):
+            names = [c[0] for c in COLUMNS]
+            raise ValueError(f"row {i} has {len(row)} cells; expected one per {names}")
+        j = 0
+        for cell, (name, kind, *settings) in zip(row, COLUMNS):
+            text = str(cell).strip()
+            missing = text in MISSING
+            if kind == "numeric":
+                fill, indicator = settings
+                out[i, j] = fill if missing else _number(text, name, i)
+                if indicator:
+                    out[i, j + 1] = float(missing)
+                j += 1 + indicator
+            elif kind == "onehot":
+                levels = settings[0]
+                if text in levels:
+                    out[i, j + levels.index(text)] = 1.0
+                j += len(levels)
+            else:
+                buckets = settings[0]
+                if not missing:
+                    out[i, j + zlib.crc32(text.encode("utf-8")) % buckets] = 1.0
+                j += buckets
+    return out
+
+
+def _number(text: str, column: str, row: int) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise ValueError(
+            f"column {column!r}, row {row}: {text!r} is not a finite number"
+        )
+    return value
+
+
+def read_images(paths) -> np.ndarray:
+    """Image files -> raw rows of pixel values (channels first), as the search read them:
+    converted to IMAGE_MODE and resized (bilinear) to INPUT_SHAPE's height and width."""
+    try:
+        from PIL import Image
+    except ImportError:
+        raise ValueError(
+            "reading image files needs Pillow: pip install pillow"
+        ) from None
+    height, width = INPUT_SHAPE[1:]
+    rows = []
+    for path in paths:
+        with Image.open(path) as image:
+            if image.mode != IMAGE_MODE:
+                image = image.convert(IMAGE_MODE)
+            if image.size != (width, height):
+                image = image.resize((width, height), Image.BILINEAR)
+            pixels = np.asarray(image, dtype=np.uint8)
+        rows.append(pixels.reshape(height, width, -1).transpose(2, 0, 1).reshape(-1))
+    return np.stack(rows).astype(np.float32)
+
+
+def predict(rows, model: nn.Module | None = None) -> tuple[list, np.ndarray | None]:
+    """Predictions for raw rows: (class names, class probabilities) for a classifier, with
+    one probability column per name in CLASSES; (numbers, None) for a regression."""
     model = load_model() if model is None else model
     scores = _scores(model, prepare(rows))
+    if TASK == "regression":
+        values = scores[:, 0].double().numpy() * TARGET_STD + TARGET_MEAN
+        return values.tolist(), None
     labels = [CLASSES[i] for i in scores.argmax(1).tolist()]
     return labels, torch.softmax(scores, dim=1).numpy()
 
 
-def evaluate(rows, labels, model: nn.Module | None = None) -> float:
-    """The accuracy on raw rows and their labels, computed as the search computed it."""
+def evaluate(rows, labels, model: nn.Module | None = None) -> dict[str, float]:
+    """Every metric on raw rows and their labels, computed as the search computed it."""
     model = load_model() if model is None else model
     x = prepare(rows)
-    return _accuracy(model, x, _targets(labels, len(x)))
+    return _metrics(model, x, targets(labels, len(x)))
 
 
 def train(
@@ -91,44 +172,48 @@ def train(
     seed: int = SEED,
     log=print,
 ) -> tuple[Model, float | None]:
-    """Train a new Model from scratch with the recorded recipe.
+    """Train a new Model with the recorded recipe.
 
     The search's own loop: the seed is set just before the model is built (same initial
-    weights), the optimizer is built the same way, batches follow a seeded permutation, a
-    final batch of a single row is dropped (batch norm needs two), the schedule steps once
-    an epoch, and with validation rows the weights of the best validation epoch are kept.
-    On a CPU, with the same data and seed, it reproduces the trial.
+    weights), the optimizer and the loss are built the same way, batches follow a seeded
+    permutation (and augmentation draws from the same generator), a final batch of a single
+    row is dropped (batch norm needs two), the schedule steps once an epoch, and with
+    validation rows the weights of the best validation epoch are kept. On a CPU, with the
+    same data and seed, it reproduces the trial.
 
-    Returns the model (in eval mode) and its best validation accuracy (None without
+    Returns the model (in eval mode) and its best validation METRIC (None without
     validation rows, in which case the last epoch's weights are kept).
     """
     x = prepare(rows)
-    y = _targets(labels, len(x))
+    y = targets(labels, len(x))
     val = None
     if val_rows is not None:
         val_x = prepare(val_rows)
-        val = val_x, _targets(val_labels, len(val_x))
+        val = val_x, targets(val_labels, len(val_x))
     n = len(x)
     if BATCH_SIZE > n:
         raise ValueError(f"BATCH_SIZE {BATCH_SIZE} exceeds the {n} training rows")
     torch.manual_seed(seed)
-    model = Model()
+    model = new_model()
     optimizer = make_optimizer(model)
     schedule = None
     if SCHEDULE == "cosine":
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=LABEL_SMOOTHING)
+    loss_fn = make_loss()
     order = torch.Generator()
     order.manual_seed(seed)
     n_used = n - 1 if n % BATCH_SIZE == 1 else n
-    best, best_state = -math.inf, None
+    best = -math.inf if METRIC == "accuracy" else math.inf
+    best_state = None
     for epoch in range(1, epochs + 1):
         model.train()
         perm = torch.randperm(n, generator=order)
         total = torch.zeros(())
         for i in range(0, n_used, BATCH_SIZE):
             idx = perm[i : min(i + BATCH_SIZE, n_used)]
-            loss = loss_fn(model(x[idx]), y[idx])
+            batch = augment(x[idx], order) if AUGMENT != "none" else x[idx]
+            out = model(batch)
+            loss = loss_fn(out.squeeze(1) if TASK == "regression" else out, y[idx])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -140,9 +225,9 @@ def train(
             schedule.step()
         line = f"epoch {epoch}/{epochs}  train_loss {train_loss:.4f}"
         if val is not None:
-            value = _accuracy(model, *val)
-            line += f"  val_accuracy {value:.4f}"
-            if value > best:
+            value = _metrics(model, *val)[METRIC]
+            line += f"  val_{METRIC} {value:.4f}"
+            if value > best if METRIC == "accuracy" else value < best:
                 best, best_state = value, copy.deepcopy(model.state_dict())
         log(line)
     if best_state is not None:
@@ -150,18 +235,66 @@ def train(
     return model.eval(), (best if val is not None else None)
 
 
-def read_rows(path: str | Path) -> np.ndarray:
-    """Raw input rows from a .npy file or a .csv file (a header row is optional)."""
+def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """AUGMENT of a batch of images, drawn per sample: a random crop of the image padded by
+    an eighth of its height ("crop"), a horizontal flip with probability 1/2 ("flip")."""
+    if AUGMENT in ("crop", "crop_flip"):
+        n, _, h, w = x.shape
+        pad = max(1, h // 8)
+        padded = nn.functional.pad(x, (pad, pad, pad, pad)).permute(0, 2, 3, 1)
+        dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator, device=x.device)
+        dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator, device=x.device)
+        rows = (dy[:, None] + torch.arange(h, device=x.device))[:, :, None]
+        cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, :]
+        batch = torch.arange(n, device=x.device)[:, None, None]
+        x = padded[batch, rows, cols].permute(0, 3, 1, 2)
+    if AUGMENT in ("flip", "crop_flip"):
+        flip = torch.rand(len(x), generator=generator, device=x.device) < 0.5
+        x = torch.where(flip[:, None, None, None], x.flip(3), x)
+    return x
+
+
+def read_input(path: str | Path) -> tuple[list[str], object, np.ndarray | None]:
+    """(names, raw rows, labels or None) from a file or a folder.
+
+    .npy: rows of raw values. .csv: rows by column name (COLUMNS) or in order, with the
+    labels when it has the target column. An image file, or a folder of them (sorted by
+    path; with a folder per class, the labels too).
+    """
     path = Path(path)
+    if IMAGE_MODE is not None and (
+        path.is_dir() or path.suffix.lower() in IMAGE_SUFFIXES
+    ):
+        files, labels = _image_files(path)
+        return [str(f) for f in files], read_images(files), labels
     if path.suffix == ".npy":
-        return np.load(path, allow_pickle=False)
+        rows = np.load(path, allow_pickle=False)
+        return [str(i) for i in range(len(rows))], rows, None
     header, rows = _read_csv(path)
-    if header is not None and COLUMNS is not None:
-        missing = [c for c in COLUMNS if c not in header]
+    labels = None
+    if header is not None and TARGET is not None and TARGET in header:
+        labels = [row[header.index(TARGET)] for row in rows]
+    if COLUMNS is not None:
+        names = [c[0] for c in COLUMNS]
+        missing = [c for c in names if header is None or c not in header]
         if missing:
-            raise ValueError(f"{path} lacks the columns {missing}")
-        rows = [[row[header.index(c)] for c in COLUMNS] for row in rows]
-    return np.asarray(rows, dtype=np.float64)
+            raise ValueError(f"{path} needs a header row with the columns {missing}")
+        rows = [[row[header.index(c)] for c in names] for row in rows]
+    else:
+        rows = np.asarray(rows, dtype=np.float64)
+    return [str(i) for i in range(len(rows))], rows, labels
+
+
+def _image_files(path: Path) -> tuple[list[Path], list[str] | None]:
+    if path.is_file():
+        return [path], None
+    files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise ValueError(f"no image files under {path}")
+    folders = {f.parent.name for f in files}
+    if all(f.parent.parent == path for f in files) and folders <= set(CLASSES):
+        return files, [f.parent.name for f in files]  # a folder per class
+    return files, None
 
 
 def read_labels(path: str | Path) -> np.ndarray:
@@ -169,8 +302,22 @@ def read_labels(path: str | Path) -> np.ndarray:
     path = Path(path)
     if path.suffix == ".npy":
         return np.load(path, allow_pickle=False)
-    _, rows = _read_csv(path, is_value=_is_label)
+    is_value = _is_number if TASK == "regression" else _is_label
+    _, rows = _read_csv(path, is_value=is_value)
     return np.asarray([row[0] for row in rows])
+
+
+def targets(labels, n: int) -> torch.Tensor:
+    """What the model learns: class indices, or regression targets normalised with the
+    training split's TARGET_MEAN and TARGET_STD (float32, as in the search)."""
+    if TASK == "regression":
+        y = np.asarray(labels, dtype=np.float64).reshape(-1)
+        y = ((y - TARGET_MEAN) / TARGET_STD).astype(np.float32)
+    else:
+        y = encode_labels(labels)
+    if len(y) != n:
+        raise ValueError(f"{len(y)} labels for {n} input rows")
+    return torch.from_numpy(y)
 
 
 def encode_labels(labels) -> np.ndarray:
@@ -187,13 +334,6 @@ def encode_labels(labels) -> np.ndarray:
         last = len(CLASSES) - 1
         raise ValueError(f"label {y[bad][0]} is not a class index 0..{last}")
     return y
-
-
-def _targets(labels, n: int) -> torch.Tensor:
-    y = encode_labels(labels)
-    if len(y) != n:
-        raise ValueError(f"{len(y)} labels for {n} input rows")
-    return torch.from_numpy(y)
 
 
 def _label_index(value: str) -> int:
@@ -222,10 +362,10 @@ def _read_csv(path: Path, is_value=_is_number) -> tuple[list[str] | None, list]:
     """(header or None, rows); the first row is a header when it does not hold values."""
     if path.suffix != ".csv":
         raise ValueError(f"expected a .npy or a .csv file, got {str(path)!r}")
-    with open(path, newline="") as f:
+    with open(path, newline="", encoding="utf-8-sig") as f:
         rows = [row for row in csv.reader(f) if row]
-    if rows and not all(is_value(v) for v in rows[0]):
-        return rows[0], rows[1:]
+    if rows and (COLUMNS is not None or not all(is_value(v) for v in rows[0])):
+        return [h.strip() for h in rows[0]], rows[1:]
     return None, rows
 
 
@@ -236,41 +376,82 @@ def _scores(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         return torch.cat([model(x[i : i + EVAL_BATCH_SIZE]) for i in starts])
 
 
-def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
-    return float((_scores(model, x).argmax(1) == y).float().mean())
+def _metrics(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+    scores = _scores(model, x)
+    if TASK == "regression":
+        diff = (scores.squeeze(1) - y).double()
+        y = y.double()
+        sse = float((diff * diff).sum())
+        sst = float(((y - y.mean()) ** 2).sum())
+        return {
+            "rmse": math.sqrt(sse / len(diff)) * TARGET_STD,
+            "mae": float(diff.abs().mean()) * TARGET_STD,
+            "r2": 1.0 - sse / sst if sst > 0 else 0.0,
+        }
+    predicted = scores.argmax(1)
+    accuracy = float((predicted == y).float().mean())
+    # Macro F1 over the classes that occur in the labels or the predictions.
+    classes = torch.unique(torch.cat([y, predicted]))
+    hit = (predicted == y).unsqueeze(0)
+    is_y = y.unsqueeze(0) == classes.unsqueeze(1)
+    is_pred = predicted.unsqueeze(0) == classes.unsqueeze(1)
+    tp = (is_y & hit).sum(1).double()
+    f1 = 2 * tp / (is_y.sum(1) + is_pred.sum(1)).double()
+    return {"accuracy": accuracy, "f1_macro": float(f1.mean())}
 
 
-def _write_predictions(labels: list[str], probabilities: np.ndarray, out) -> None:
+def _write_predictions(names, predictions, probabilities, out) -> None:
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["label", *CLASSES])
-    for label, row in zip(labels, probabilities):
-        writer.writerow([label, *(f"{p:.6g}" for p in row)])
+    first = ["input"] if IMAGE_MODE is not None else []
+    if probabilities is None:
+        writer.writerow([*first, "prediction"])
+        for name, value in zip(names, predictions):
+            writer.writerow([*([name] if first else []), repr(value)])
+        return
+    writer.writerow([*first, "label", *CLASSES])
+    for name, label, row in zip(names, predictions, probabilities):
+        cells = [f"{p:.6g}" for p in row]
+        writer.writerow([*([name] if first else []), label, *cells])
+
+
+def _labelled(path, labels_path) -> tuple[object, object]:
+    """Rows and their labels: from --labels, else from the input itself."""
+    _, rows, labels = read_input(path)
+    if labels_path is not None:
+        labels = read_labels(labels_path)
+    if labels is None:
+        where = f"a {TARGET!r} column" if TARGET is not None else "a folder per class"
+        raise ValueError(f"{path} holds no labels ({where}); give --labels")
+    return rows, labels
 
 
 def _predict_command(args) -> None:
-    labels, probabilities = predict(read_rows(args.input), load_model(args.weights))
+    names, rows, _ = read_input(args.input)
+    predictions, probabilities = predict(rows, load_model(args.weights))
     if args.output is None:
-        _write_predictions(labels, probabilities, sys.stdout)
+        _write_predictions(names, predictions, probabilities, sys.stdout)
         return
     with open(args.output, "w", newline="") as f:
-        _write_predictions(labels, probabilities, f)
-    print(f"wrote {len(labels)} predictions to {args.output}", file=sys.stderr)
+        _write_predictions(names, predictions, probabilities, f)
+    print(f"wrote {len(predictions)} predictions to {args.output}", file=sys.stderr)
 
 
 def _evaluate_command(args) -> None:
-    rows, labels = read_rows(args.input), read_labels(args.labels)
-    print(f"accuracy {evaluate(rows, labels, load_model(args.weights))}")
+    rows, labels = _labelled(args.input, args.labels)
+    for name, value in evaluate(rows, labels, load_model(args.weights)).items():
+        print(f"{name} {value}")
 
 
 def _train_command(args) -> None:
-    if (args.val_input is None) != (args.val_labels is None):
-        raise ValueError("give both --val-input and --val-labels, or neither")
+    if args.val_input is None and args.val_labels is not None:
+        raise ValueError("--val-labels needs --val-input")
     val_rows = val_labels = None
     if args.val_input is not None:
-        val_rows, val_labels = read_rows(args.val_input), read_labels(args.val_labels)
+        val_rows, val_labels = _labelled(args.val_input, args.val_labels)
+    rows, labels = _labelled(args.input, args.labels)
     model, best = train(
-        read_rows(args.input),
-        read_labels(args.labels),
+        rows,
+        labels,
         val_rows,
         val_labels,
         epochs=args.epochs,
@@ -282,7 +463,7 @@ def _train_command(args) -> None:
     torch.save(model.state_dict(), tmp)
     os.replace(tmp, out)
     if best is not None:
-        print(f"best val_accuracy {best}")
+        print(f"best val_{METRIC} {best}")
     print(f"wrote {out}", file=sys.stderr)
 
 
@@ -298,24 +479,32 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    rows = "raw input rows: .npy, or .csv (a header row is optional)"
-    labels = "labels: .npy or one-column .csv of class names or indices"
+    rows = "raw inputs: .npy, or .csv (a header row is optional for plain numbers)"
+    if IMAGE_MODE is not None:
+        rows += (
+            ", or image files (a file, or a folder: a folder per class gives labels)"
+        )
+    labels = (
+        "labels: .npy or a one-column .csv (default: from the input, when it has them)"
+    )
     weights = "weights to load (default: weights.pt next to this file)"
-    p = commands.add_parser("predict", help="predicted class and class probabilities")
+    p = commands.add_parser("predict", help="predictions (and class probabilities)")
     p.add_argument("--input", required=True, help=rows)
     p.add_argument("--output", help="CSV to write (default: standard output)")
     p.add_argument("--weights", default=str(WEIGHTS), help=weights)
     p.set_defaults(run=_predict_command)
-    e = commands.add_parser("evaluate", help="print the accuracy on labelled rows")
+    e = commands.add_parser("evaluate", help="print every metric on labelled inputs")
     e.add_argument("--input", required=True, help=rows)
-    e.add_argument("--labels", required=True, help=labels)
+    e.add_argument("--labels", help=labels)
     e.add_argument("--weights", default=str(WEIGHTS), help=weights)
     e.set_defaults(run=_evaluate_command)
     t = commands.add_parser("train", help="retrain with the recorded recipe and seed")
     t.add_argument("--input", required=True, help=rows)
-    t.add_argument("--labels", required=True, help=labels)
-    t.add_argument("--val-input", help="validation rows: keep the best epoch's weights")
-    t.add_argument("--val-labels", help="labels of the validation rows")
+    t.add_argument("--labels", help=labels)
+    t.add_argument(
+        "--val-input", help="validation inputs: keep the best epoch's weights"
+    )
+    t.add_argument("--val-labels", help="labels of the validation inputs")
     t.add_argument("--epochs", type=int, default=EPOCHS, help="default: %(default)s")
     t.add_argument("--seed", type=int, default=SEED, help="default: %(default)s")
     t.add_argument("--output", default="retrained.pt", help="default: %(default)s")

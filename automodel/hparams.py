@@ -13,7 +13,8 @@ from typing import Any
 
 @dataclass(frozen=True)
 class Param:
-    """One hyperparameter: `kind` is int, float, choice or bool.
+    """One hyperparameter: `kind` is int, float, choice, bool or text (any non-empty string,
+    such as a path; it can be fixed or chosen among categorical choices, never ranged).
 
     `low`/`high` bound int and float values (inclusive); `choices` lists valid choice values.
     `layered` params may be given once for all layers (`width`) or per layer
@@ -32,6 +33,10 @@ class Param:
         if self.kind == "bool":
             if not isinstance(value, bool):
                 raise ValueError(f"{name} must be true or false, got {value!r}")
+            return
+        if self.kind == "text":
+            if not isinstance(value, str) or not value:
+                raise ValueError(f"{name} must be a non-empty string, got {value!r}")
             return
         if self.kind == "choice":
             if value not in self.choices:

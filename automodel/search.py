@@ -52,11 +52,33 @@ def prepare(run: RunConfig) -> Plan:
     try:
         space = spaces.load(space_path)
         data = datalib.load(run.data, run.seed)
-        models.create(space.family, {}, data.spec)  # a family that cannot fit the data fails here
+        # A family that cannot fit the data fails here (with the space's fixed values).
+        fixed = {e.name: e.value for e in space.entries if e.type == "fixed" and not e.when}
+        models.create(space.family, fixed, data.spec)
     except ValueError as err:
         raise ConfigError(str(err)) from None
     _check_batch_size(space, space_path, len(data.x_train), run.data.name)
+    _check_task(space, space_path, data.spec)
     return Plan(run, space, space_path, data)
+
+
+# Params that only one task reads: a space that searches them for the other task is refused.
+_TASK_PARAMS = {"loss": "regression", "label_smoothing": "classification"}
+
+
+def _check_task(space: spaces.Space, path: Path, spec: datalib.DataSpec) -> None:
+    for e in space.entries:
+        task = _TASK_PARAMS.get(e.name)
+        if task is not None and task != spec.task:
+            raise ConfigError(
+                f"{path}: params.{e.name} applies to {task} only; data {spec.name} is "
+                f"{spec.task} (remove {e.name} from the space)"
+            )
+        if e.name == "augment" and len(spec.input_shape) != 3 and e.value != "none":
+            raise ConfigError(
+                f"{path}: params.augment applies to images only; data {spec.name} has input "
+                f"shape {tuple(spec.input_shape)} (remove augment from the space)"
+            )
 
 
 def _check_batch_size(space: spaces.Space, path: Path, n_train: int, data_name: str) -> None:
@@ -108,7 +130,7 @@ def open_study(plan: Plan, seed_offset: int = 0, must_exist: bool = False) -> op
         storage=storage,
         sampler=sampler,
         pruner=pruner,
-        direction="maximize",
+        direction=plan.data.spec.direction,
         load_if_exists=True,
     )
     for key, value in identity.items():
@@ -199,13 +221,14 @@ class Objective:
         recipe = train.Recipe.from_params(params, run.trainer.max_epochs, seed)
         trial.set_user_attr("n_parameters", models.n_parameters(model))
         trial.set_user_attr("device", str(self.device))
+        trial.set_user_attr(studylib.METRIC_ATTR, self.data.spec.metric)
         if self.tracker is not None:
             self.tracker.trial_started(
                 trial.number, params, str(self.device), models.n_parameters(model)
             )
 
         def on_epoch_end(epoch: train.Epoch) -> None:
-            trial.report(epoch.val_accuracy, epoch.epoch)
+            trial.report(epoch.value, epoch.epoch)
             if self.tracker is not None:
                 self.tracker.epoch(trial.number, epoch)
             if trial.should_prune():
@@ -227,16 +250,19 @@ class Objective:
         """Save this trial's weights if it ranks in the top k, and drop those pushed out."""
         study_dir, k = self.plan.run.study_dir, self.plan.run.study.keep_top_k
         done = trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        sign = studylib.sign_of(trial.study)
         loss = result.history[result.best_epoch - 1].val_loss
-        mine = studylib.rank_key(result.best_value, loss, trial.number)
+        mine = studylib.rank_key(result.best_value, loss, trial.number, sign)
         keys = {
-            t.number: studylib.rank_key(t.value, t.user_attrs.get(studylib.VAL_LOSS_ATTR), t.number)
+            t.number: studylib.rank_key(
+                t.value, t.user_attrs.get(studylib.VAL_LOSS_ATTR), t.number, sign
+            )
             for t in done
         }
         ahead = sum(1 for key in keys.values() if key < mine)
         if ahead < k:
             ckpt = checkpoint(
-                self.plan, trial.number, params, recipe, result.best_state, result.best_value
+                self.plan, trial.number, params, recipe, result.best_state, result.best_metrics
             )
             outputs.save_checkpoint(outputs.trial_checkpoint(study_dir, trial.number), ckpt)
         ranked = sorted([*keys.values(), mine])
@@ -245,15 +271,16 @@ class Objective:
 
 
 def checkpoint(
-    plan: Plan, number: int, params: dict, recipe: train.Recipe, state: dict, value: float
+    plan: Plan, number: int, params: dict, recipe: train.Recipe, state: dict, val: dict
 ) -> dict:
+    """What a trial leaves: weights plus everything to rebuild, retrain and export it."""
     return {
         "family": plan.space.family,
         "params": params,
         "spec": plan.data.spec.to_dict(),
         "recipe": recipe.to_dict(),
         "trial": number,
-        "val": {plan.data.spec.metric: value},
+        "val": dict(val),
         "state_dict": {k: v.detach().cpu() for k, v in state.items()},
     }
 
@@ -266,9 +293,10 @@ def _reason(err: BaseException) -> str:
 class Progress:
     """One line per finished trial: counts, best so far, time used and left."""
 
-    def __init__(self, run: RunConfig, start: float):
+    def __init__(self, run: RunConfig, start: float, metric: str = "accuracy"):
         self.run = run
         self.start = start
+        self.metric = metric
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         if self.run.quiet or studylib.is_surplus(trial):
@@ -278,7 +306,7 @@ class Progress:
         done = c["complete"] + c["pruned"]
         elapsed = time.monotonic() - self.start
         if trial.state == TrialState.COMPLETE:
-            what = f"complete  val_acc={trial.value:.4f}"
+            what = f"complete  val_{self.metric}={trial.value:.4f}"
         elif trial.state == TrialState.PRUNED:
             what = f"pruned at epoch {trial.last_step}"
         else:
@@ -323,7 +351,7 @@ def run_trials(
     run = plan.run
     start = time.monotonic() if start is None else start
     objective = Objective(plan, device, tracker)
-    callbacks = [Progress(run, start)]
+    callbacks = [Progress(run, start, plan.data.spec.metric)]
     if tracker is not None:
         callbacks.append(lambda study, trial: tracker.trial_finished(trial))
     while time.time() < deadline:
@@ -373,6 +401,8 @@ def search(run: RunConfig, command: str = "", attach: bool = False) -> dict:
     start = time.monotonic()
     deadline = time.time() + run.study.timeout if run.study.timeout else math.inf
     plan = prepare(run)
+    for warning in plan.data.warnings:
+        print(f"warning: {warning}", file=sys.stderr, flush=True)
     try:
         slots = devices.plan(run.devices, run.workers, run.trials_per_device, run.trainer.threads)
     except ValueError as err:
@@ -467,8 +497,8 @@ def _banner(plan: Plan, study: optuna.Study, slots: list[devices.Slot]) -> None:
     )
     print(
         f"study {run.study.name}: {c['complete'] + c['pruned']} of {run.study.n_trials} trials "
-        f"done, family {plan.space.family}, data {run.data.name} "
-        f"({len(data.x_train)} train / {len(data.x_val)} val / {len(data.x_test)} test), "
+        f"done, family {plan.space.family}, data {run.data.name} ({data.spec.task}, "
+        f"{len(data.x_train)} train / {len(data.x_val)} val / {len(data.x_test)} test), "
         f"{where} ({slots[0].threads} thread{'s' if slots[0].threads > 1 else ''} each), "
         f"outputs in {run.study_dir}/",
         flush=True,
@@ -514,10 +544,7 @@ def finish(
             + ")"
         )
     model, ckpt = best_model(plan, best, device)
-    data = plan.data.to(device)
-    _, test_acc = train.evaluate(model, data.x_test, data.y_test, run.trainer.eval_batch_size)
-    metric = plan.data.spec.metric
-    ckpt["test"] = {metric: test_acc}
+    ckpt["test"] = test_metrics(model, plan.data.to(device), run.trainer.eval_batch_size)
     study_dir = run.study_dir
     outputs.save_checkpoint(study_dir / "best_model.pt", ckpt)
     outputs.write_json(study_dir / "best_params.json", ckpt["params"])
@@ -526,8 +553,8 @@ def finish(
         "best_trial": best.number,
         "family": plan.space.family,
         "params": ckpt["params"],
-        "val": {metric: best.value},
-        "test": {metric: test_acc},
+        "val": ckpt["val"],
+        "test": ckpt["test"],
         "counts": {k: counts[k] for k in ("complete", "pruned", "failed")},
         "n_trials": run.study.n_trials,
         "wall_seconds": round(wall, 2),
@@ -544,6 +571,13 @@ def finish(
         if summary["export"]:
             tracker.log_export(Path(summary["export"]))
     return summary
+
+
+def test_metrics(model: torch.nn.Module, data: datalib.Dataset, batch_size: int) -> dict:
+    """Every metric of the task on the test split (never used for selection)."""
+    test = train.evaluate(model, data.x_test, data.y_test, data.spec, batch_size)
+    test.pop("loss")
+    return test
 
 
 def _export(study_dir: Path, ckpt: dict, summary: dict) -> str | None:
@@ -578,20 +612,21 @@ def best_model(
     result = train.fit(
         model, plan.data.to(device), recipe, eval_batch_size=run.trainer.eval_batch_size
     )
-    ckpt = checkpoint(plan, best.number, params, recipe, result.best_state, result.best_value)
+    ckpt = checkpoint(plan, best.number, params, recipe, result.best_state, result.best_metrics)
     outputs.save_checkpoint(path, ckpt)
     return model, ckpt
 
 
 def print_summary(summary: dict) -> None:
-    metric = next(iter(summary["val"]))
     params = "  ".join(f"{k}={_fmt(v)}" for k, v in summary["params"].items())
     c = summary["counts"]
+    val = "  ".join(f"{k} {v:.4f}" for k, v in summary["val"].items())
+    test = "  ".join(f"{k} {v:.4f}" for k, v in summary["test"].items())
     print(
         f"\nbest trial {summary['best_trial']} of study {summary['study']} "
         f"({c['complete']} complete, {c['pruned']} pruned, {c['failed']} failed):\n"
-        f"  val {metric}  {summary['val'][metric]:.4f}\n"
-        f"  test {metric} {summary['test'][metric]:.4f}\n"
+        f"  val  {val}\n"
+        f"  test {test}\n"
         f"  params: {params}\n"
         f"  outputs: {Path(summary['weights']).parent}/ (summary.json, best_model.pt, best_params.json)"
         + (f"\n  export: {summary['export']}/best_model.py" if summary.get("export") else ""),
@@ -675,9 +710,7 @@ def _trial_checkpoint(run: RunConfig, number: int) -> dict:
     if saved.trainer.threads:  # as the trial ran: a thread count can change the last bits
         torch.set_num_threads(saved.trainer.threads)
     model, ckpt = best_model(plan, trial, device)
-    x, y = plan.data.x_test, plan.data.y_test
-    _, test = train.evaluate(model.to(device), x, y, saved.trainer.eval_batch_size)
-    ckpt["test"] = {plan.data.spec.metric: test}
+    ckpt["test"] = test_metrics(model.to(device), plan.data, saved.trainer.eval_batch_size)
     return ckpt
 
 

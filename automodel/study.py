@@ -22,6 +22,7 @@ HEARTBEAT_SECONDS = 10
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 WORKER_ATTR = "worker"  # "host:pid" of the process that runs a trial
 FAIL_ATTR = "fail_reason"
+METRIC_ATTR = "metric"  # the name of the metric a trial's value is (accuracy, rmse)
 SURPLUS_ATTR = "surplus"  # set on a trial dropped because other workers filled the budget
 
 
@@ -180,27 +181,33 @@ def counts(study: optuna.Study) -> dict[str, int]:
 VAL_LOSS_ATTR = "val_loss"  # validation loss at the best epoch: breaks accuracy ties
 
 
-def rank_key(value: float, val_loss: float | None, number: int) -> tuple:
-    """Sort key, best first: higher accuracy, then lower validation loss, then earlier.
+def rank_key(value: float, val_loss: float | None, number: int, sign: int = 1) -> tuple:
+    """Sort key, best first: the better value (`sign` +1: higher is better, -1: lower), then
+    the lower validation loss, then the earlier trial.
 
     Accuracy on a few hundred validation rows ties often (many trials reach 284/288); the loss
     tells apart a model that is right with confidence from one that is right by a hair.
     """
-    return (-value, math.inf if val_loss is None else val_loss, number)
-
-
-def _key(t: optuna.trial.FrozenTrial) -> tuple:
-    return rank_key(t.value, t.user_attrs.get(VAL_LOSS_ATTR), t.number)
+    return (-sign * value, math.inf if val_loss is None else val_loss, number)
 
 
 def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    return min(complete, key=_key) if complete else None
+    ranking = ranked(study)
+    return ranking[0] if ranking else None
 
 
 def ranked(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """Complete trials, best first (see `rank_key`)."""
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    return sorted(complete, key=_key)
+    sign = sign_of(study)
+    return sorted(
+        complete, key=lambda t: rank_key(t.value, t.user_attrs.get(VAL_LOSS_ATTR), t.number, sign)
+    )
+
+
+def sign_of(study: optuna.Study) -> int:
+    """+1 when higher values are better (accuracy), -1 when lower are (rmse)."""
+    return 1 if study.direction == optuna.study.StudyDirection.MAXIMIZE else -1
 
 
 def most_common_failure(trials: list[optuna.trial.FrozenTrial]) -> tuple[str, int]:

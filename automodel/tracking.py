@@ -62,6 +62,7 @@ STATE_TAG = "automodel.state"  # running, complete, pruned, failed
 REASON_TAG = "automodel.fail_reason"
 STOP_TAG = "automodel.stop_reason"  # on the parent: why the last invocation broke off
 VALUE_TAG = "automodel.val"  # on a model version: the validation value it was registered with
+SCORE_TAG = "automodel.score"  # the same value as "higher is better" (rmse negated)
 
 # Optuna's final state -> (our state tag, MLflow run status)
 _ENDINGS = {
@@ -346,7 +347,7 @@ class Tracker:
         started = time.perf_counter()
         now = _now_ms()
         metrics = [
-            ("val_accuracy", epoch.val_accuracy, now, epoch.epoch),
+            *((f"val_{name}", value, now, epoch.epoch) for name, value in epoch.val.items()),
             ("val_loss", epoch.val_loss, now, epoch.epoch),
             ("train_loss", epoch.train_loss, now, epoch.epoch),
             ("lr", epoch.lr, now, epoch.epoch),
@@ -444,19 +445,21 @@ class Tracker:
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp) / "plots"
             _, skipped = plots.study_plots(study, out)
-            device = next(model.parameters()).device
-            logits = train.predict_logits(
-                model, plan.data.x_test.to(device), plan.run.trainer.eval_batch_size
-            )
-            metric = plan.data.spec.metric
-            plots.confusion_matrix(
-                plan.data.y_test,
-                logits.argmax(1),
-                list(plan.data.spec.classes),
-                out,
-                f"trial {summary['best_trial']} on the test split: "
-                f"{metric} {summary['test'][metric]:.4f}",
-            )
+            spec = plan.data.spec
+            # A confusion matrix needs classes, and test tensors to predict in one go.
+            if spec.task == "classification" and not plan.data.lazy:
+                device = next(model.parameters()).device
+                logits = train.predict_logits(
+                    model, plan.data.x_test.to(device), plan.run.trainer.eval_batch_size
+                )
+                plots.confusion_matrix(
+                    plan.data.y_test,
+                    logits.argmax(1),
+                    list(spec.classes),
+                    out,
+                    f"trial {summary['best_trial']} on the test split: "
+                    f"{spec.metric} {summary['test'][spec.metric]:.4f}",
+                )
             self.client.log_artifacts(self.parent_id, str(out), "plots")
         if skipped:
             text = "; ".join(f"{k}: {v}" for k, v in skipped.items())
@@ -476,7 +479,16 @@ class Tracker:
         from mlflow.models import infer_signature
 
         metric = plan.data.spec.metric
-        value = float(summary["val"][metric])
+        if plan.data.lazy:
+            self.client.set_tag(
+                self.parent_id,
+                "automodel.model_not_logged",
+                "data read from files: use the export folder (best_model.py) to serve it",
+            )
+            return
+        # Compare as "higher is better": rmse and the like are negated.
+        sign = 1.0 if plan.data.spec.direction == "maximize" else -1.0
+        value = sign * float(summary["val"][metric])
         name = self.registered_name()
         if self._registered_value(name) >= value:
             return  # the best did not improve: no new version
@@ -504,20 +516,20 @@ class Tracker:
                 metadata={"classes": list(plan.data.spec.classes), "trial": int(trial)},
             )
             # The registry resolves `models:/<id>` through the global URI too.
-            self._register(name, info, summary, metric)
+            self._register(name, info, summary, metric, value)
 
     def _registered_value(self, name: str) -> float:
         """The best validation value this study has registered under `name` (-inf: none)."""
         versions = self.client.search_model_versions(f"name = '{name}'")
         values = [
-            float(v.tags.get(VALUE_TAG, "-inf"))
+            float(v.tags.get(SCORE_TAG, v.tags.get(VALUE_TAG, "-inf")))
             for v in versions
             if v.tags.get(STUDY_TAG) == self.run.study.name
             and v.tags.get(STORAGE_TAG) == self.storage
         ]
         return max(values, default=-float("inf"))
 
-    def _register(self, name: str, info, summary: dict, metric: str) -> None:
+    def _register(self, name: str, info, summary: dict, metric: str, score: float) -> None:
         from mlflow.exceptions import MlflowException
 
         with contextlib.suppress(MlflowException):  # exists already (or a racing process made it)
@@ -534,6 +546,7 @@ class Tracker:
                 STORAGE_TAG: self.storage,
                 TRIAL_TAG: str(summary["best_trial"]),
                 VALUE_TAG: repr(float(summary["val"][metric])),
+                SCORE_TAG: repr(score),
                 f"test_{metric}": repr(float(summary["test"][metric])),
             },
             description=f"trial {summary['best_trial']} of study {self.run.study.name}",
@@ -598,9 +611,14 @@ class Served(torch.nn.Module):
         shape = spec.stat_shape()
         self.register_buffer("mean", torch.tensor(spec.mean, dtype=torch.float32).reshape(shape))
         self.register_buffer("std", torch.tensor(spec.std, dtype=torch.float32).reshape(shape))
+        self.task = spec.task
+        self.target_mean, self.target_std = float(spec.target_mean), float(spec.target_std)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.model((x - self.mean) / self.std), dim=1)
+        out = self.model((x - self.mean) / self.std)
+        if self.task == "regression":  # back to the target's own units
+            return out.squeeze(1) * self.target_std + self.target_mean
+        return torch.softmax(out, dim=1)
 
     def raw(self, x_normalised: torch.Tensor) -> torch.Tensor:
         """Undo the normalisation: the features as a user of the model would send them."""
@@ -653,7 +671,8 @@ def _ending(trial: optuna.trial.FrozenTrial) -> tuple[str, int | None, dict, lis
     if trial.state == TrialState.PRUNED and trial.last_step is not None:
         metrics.append(("pruned_at_epoch", float(trial.last_step), end_ms, 0))
     if trial.value is not None:
-        metrics.append(("best_val_accuracy", float(trial.value), end_ms, 0))
+        metric = trial.user_attrs.get(studylib.METRIC_ATTR, "value")
+        metrics.append((f"best_val_{metric}", float(trial.value), end_ms, 0))
     if "best_epoch" in trial.user_attrs:
         metrics.append(("best_epoch", float(trial.user_attrs["best_epoch"]), end_ms, 0))
     if trial.duration is not None:

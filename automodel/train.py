@@ -18,10 +18,13 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
+from automodel import metrics
 from automodel.hparams import Param
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 SCHEDULES = ("constant", "cosine")
+LOSSES = ("mse", "huber")  # regression; classification always uses cross-entropy
+AUGMENTS = ("none", "flip", "crop", "crop_flip")  # images only
 
 RECIPE_PARAMS = {
     "optimizer": Param("choice", "adam", choices=OPTIMIZERS),
@@ -31,6 +34,8 @@ RECIPE_PARAMS = {
     "batch_size": Param("int", 64, low=1, high=1 << 20),
     "schedule": Param("choice", "constant", choices=SCHEDULES),
     "label_smoothing": Param("float", 0.0, low=0.0, high=0.5),
+    "loss": Param("choice", "mse", choices=LOSSES),  # regression only
+    "augment": Param("choice", "none", choices=AUGMENTS),  # images only
 }
 
 
@@ -49,6 +54,8 @@ class Recipe:
     batch_size: int = 64
     schedule: str = "constant"
     label_smoothing: float = 0.0
+    loss: str = "mse"
+    augment: str = "none"
     epochs: int = 30
     seed: int = 0
 
@@ -66,7 +73,8 @@ class Epoch:
     epoch: int  # 1-based
     train_loss: float
     val_loss: float
-    val_accuracy: float
+    val: dict[str, float]  # every validation metric of the task
+    value: float  # the one the search selects on: val[spec.metric]
     lr: float
     seconds: float
 
@@ -74,9 +82,10 @@ class Epoch:
 @dataclass
 class FitResult:
     best_epoch: int
-    best_value: float  # validation accuracy of the best epoch
+    best_value: float  # the selection metric of the best epoch (accuracy, or rmse)
     best_state: dict[str, torch.Tensor]
     history: list[Epoch] = field(default_factory=list)
+    best_metrics: dict[str, float] = field(default_factory=dict)  # every metric of that epoch
 
 
 def seed_everything(seed: int) -> None:
@@ -126,31 +135,34 @@ def fit(
 ) -> FitResult:
     """Train `model` on `data` (a Dataset already on the model's device) for recipe.epochs.
 
-    Keeps the weights of the epoch with the best validation accuracy. Raises NonFiniteLoss
-    when the loss diverges, and whatever `on_epoch_end` raises.
+    Keeps the weights of the epoch with the best validation metric (`data.spec.metric`: the
+    highest accuracy, or the lowest rmse). Raises NonFiniteLoss when the loss diverges, and
+    whatever `on_epoch_end` raises.
     """
-    device = data.x_train.device
+    device = data.y_train.device
     n = len(data.x_train)
     if recipe.batch_size > n:
         raise ValueError(f"batch_size {recipe.batch_size} is larger than the {n} training rows")
     optimizer = make_optimizer(model, recipe, device)
     schedule = make_schedule(optimizer, recipe)
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
+    spec = data.spec
+    loss_fn = make_loss(spec.task, recipe)
     gen = torch.Generator(device=device)
     gen.manual_seed(recipe.seed)
     bs = recipe.batch_size
     # A final batch of one row would break batch norm; drop that single row each epoch.
     n_used = n - 1 if n % bs == 1 else n
-    result = FitResult(best_epoch=0, best_value=-math.inf, best_state={})
+    result = FitResult(best_epoch=0, best_value=metrics.worst(spec.direction), best_state={})
     for epoch in range(1, recipe.epochs + 1):
         start = time.perf_counter()
         model.train()
         lr = optimizer.param_groups[0]["lr"]
         perm = torch.randperm(n, generator=gen, device=device)
         total = torch.zeros((), device=device)
-        for i in range(0, n_used, bs):
-            idx = perm[i : min(i + bs, n_used)]
-            loss = loss_fn(model(data.x_train[idx]), data.y_train[idx])
+        for idx, x in _batches(data.x_train, perm, n_used, bs, device):
+            if recipe.augment != "none":
+                x = augment(x, recipe.augment, gen)
+            loss = loss_fn(model(x), data.y_train[idx])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -160,11 +172,12 @@ def fit(
             raise NonFiniteLoss(f"training loss became {train_loss} in epoch {epoch}")
         if schedule is not None:
             schedule.step()
-        val_loss, val_acc = evaluate(model, data.x_val, data.y_val, eval_batch_size)
-        record = Epoch(epoch, train_loss, val_loss, val_acc, lr, time.perf_counter() - start)
+        val = evaluate(model, data.x_val, data.y_val, spec, eval_batch_size)
+        val_loss, value = val.pop("loss"), val[spec.metric]
+        record = Epoch(epoch, train_loss, val_loss, val, value, lr, time.perf_counter() - start)
         result.history.append(record)
-        if val_acc > result.best_value:
-            result.best_epoch, result.best_value = epoch, val_acc
+        if metrics.better(spec.direction, value, result.best_value):
+            result.best_epoch, result.best_value, result.best_metrics = epoch, value, val
             result.best_state = copy.deepcopy(model.state_dict())
         if on_epoch_end is not None:
             on_epoch_end(record)
@@ -172,20 +185,85 @@ def fit(
     return result
 
 
+def augment(x: torch.Tensor, kind: str, generator: torch.Generator) -> torch.Tensor:
+    """Augment a batch of images (N, C, H, W) on its device, drawing from `generator`.
+
+    "crop": pad by an eighth of the height (at least 1 pixel) and crop back at a random
+    offset per sample; "flip": mirror left-right with probability 1/2 per sample;
+    "crop_flip": both. The exported script holds the same code, so its `train` reproduces
+    the search's batches.
+    """
+    if kind in ("crop", "crop_flip"):
+        n, _, h, w = x.shape
+        pad = max(1, h // 8)
+        padded = nn.functional.pad(x, (pad, pad, pad, pad)).permute(0, 2, 3, 1)
+        dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator, device=x.device)
+        dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator, device=x.device)
+        rows = (dy[:, None] + torch.arange(h, device=x.device))[:, :, None]
+        cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, :]
+        batch = torch.arange(n, device=x.device)[:, None, None]
+        x = padded[batch, rows, cols].permute(0, 3, 1, 2)
+    if kind in ("flip", "crop_flip"):
+        flip = torch.rand(len(x), generator=generator, device=x.device) < 0.5
+        x = torch.where(flip[:, None, None, None], x.flip(3), x)
+    return x
+
+
+def make_loss(task: str, recipe: Recipe) -> nn.Module:
+    """Cross-entropy for classes; MSE or Huber on the normalised targets for regression."""
+    if task == "classification":
+        return nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
+    if recipe.loss not in LOSSES:
+        raise ValueError(f"unknown loss {recipe.loss!r}; known: {', '.join(LOSSES)}")
+    inner = nn.MSELoss() if recipe.loss == "mse" else nn.HuberLoss()
+    return _Squeezed(inner)
+
+
+class _Squeezed(nn.Module):
+    """A regression loss on the model's single output column."""
+
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, outputs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.inner(outputs.squeeze(1), y)
+
+
 def evaluate(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 2048
-) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy of `model` on (x, y)."""
-    logits = predict_logits(model, x, batch_size)
-    loss = nn.functional.cross_entropy(logits, y)
-    accuracy = (logits.argmax(1) == y).float().mean()
-    return float(loss), float(accuracy)
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, spec, batch_size: int = 2048
+) -> dict[str, float]:
+    """`loss` and every metric of `spec.task` (a DataSpec) for `model` on (x, y)."""
+    outputs = predict_logits(model, x, batch_size)
+    return {
+        "loss": metrics.loss(spec.task, outputs, y),
+        **metrics.compute(spec.task, outputs, y, spec.target_std),
+    }
 
 
-def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 2048) -> torch.Tensor:
+def _batches(x, perm: torch.Tensor, n_used: int, bs: int, device: torch.device):
+    """(indices, inputs) of each training batch, in the order of `perm`: sliced from a tensor
+    held on the device, or read by a DataLoader (data.lazy.Rows) and copied there."""
+    if isinstance(x, torch.Tensor):
+        for i in range(0, n_used, bs):
+            idx = perm[i : min(i + bs, n_used)]
+            yield idx, x[idx]
+        return
+    order = perm[:n_used].tolist()  # one host sync per epoch
+    chunks = [order[i : i + bs] for i in range(0, n_used, bs)]
+    for chunk, batch in zip(chunks, x.loader(chunks, device), strict=True):
+        yield torch.tensor(chunk, device=device), batch.to(device, non_blocking=True)
+
+
+def predict_logits(model: nn.Module, x, batch_size: int = 2048) -> torch.Tensor:
+    """Outputs for every row of `x`: a tensor on the model's device, or data.lazy.Rows."""
     was_training = model.training
     model.eval()
     with torch.inference_mode():
-        out = torch.cat([model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
+        if isinstance(x, torch.Tensor):
+            out = torch.cat([model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
+        else:
+            device = next(model.parameters()).device
+            out = torch.cat([model(b) for _, b in x.batches(batch_size, device)])
     model.train(was_training)
     return out

@@ -56,3 +56,29 @@ def tree(path: Path) -> list[str]:
     if not path.exists():
         return []
     return sorted(str(p.relative_to(path)) for p in path.rglob("*"))
+
+
+# The pretrained family's backbones, with freshly initialised weights saved where torchvision
+# keeps downloaded ones: the tests never download, and never see a user's own cache.
+
+
+@pytest.fixture(scope="session", autouse=True)
+def fake_torch_hub(tmp_path_factory):
+    import torch
+    import torchvision
+
+    from automodel.models import pretrained
+
+    home = tmp_path_factory.mktemp("torch_home")
+    saved = os.environ.get("TORCH_HOME")
+    os.environ["TORCH_HOME"] = str(home)  # subprocesses (cli, exported scripts) inherit it
+    with torch.random.fork_rng(devices=[]):
+        for name in pretrained.BACKBONES:
+            path = pretrained.hub_path(name)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            torch.save(getattr(torchvision.models, name)(weights=None).state_dict(), path)
+    yield home
+    if saved is None:
+        os.environ.pop("TORCH_HOME", None)
+    else:
+        os.environ["TORCH_HOME"] = saved

@@ -46,7 +46,8 @@ def test_cfg_job_and_help():
     assert "n_trials: 7" in res.stdout and "search_space: mlp" in res.stdout
     res = cli("search", "--help")
     assert res.returncode == 0
-    assert "data={digits, mnist1d, synthetic}" in res.stdout and "study.n_trials" in res.stdout
+    assert "data={csv, digits, image_folder, mnist1d, synthetic, torchvision}" in res.stdout
+    assert "study.n_trials" in res.stdout
 
 
 def test_unknown_verb_and_no_verb():

@@ -32,6 +32,8 @@ from tests.test_models import ACCEPTS, SHAPES, option_grid
 FAMILY_DATA = {
     "mlp": ["data=synthetic", "data.n_samples=300", "search_space=mlp"],
     "cnn": ["data=digits", "search_space=cnn", "trainer.max_epochs=2"],
+    "resnet": ["data=digits", "search_space=resnet", "trainer.max_epochs=2"],
+    "pretrained": ["data=digits", "search_space=pretrained", "trainer.max_epochs=1"],
 }
 HOSTILE = [
     "__import__('os').system('touch pwned')",
@@ -158,8 +160,8 @@ def test_evaluate_reproduces_the_test_metric_exactly(searched, blocker, tmp_path
         searched.export, blocker, "evaluate", "--input", files["x"], "--labels", files["y"]
     )
     assert res.returncode == 0, res.stderr
-    name, value = res.stdout.split()
-    assert name == "accuracy" and float(value) == searched.summary["test"]["accuracy"]
+    printed = {name: float(value) for name, value in map(str.split, res.stdout.splitlines())}
+    assert printed == searched.summary["test"]  # every metric, to the last digit
 
 
 def test_train_reproduces_the_validation_metric(searched, blocker, tmp_path):
@@ -378,6 +380,10 @@ def test_hostile_strings_stay_inert_data(tmp_path, monkeypatch, blocker):
     assert not list(tmp_path.rglob("pwned"))
 
 
+def _numeric(*names: str) -> list[dict]:
+    return [{"name": n, "kind": "numeric", "fill": 0.5, "indicator": False} for n in names]
+
+
 REJECTED = [
     (("family",), HOSTILE[0], "family"),
     (("recipe", "optimizer"), HOSTILE[0], "optimizer"),
@@ -394,7 +400,14 @@ REJECTED = [
     (("spec", "input_shape"), [HOSTILE[0]], "input_shape must be an int"),
     (("spec", "classes"), [1, 2, 3, 4], "expected a string"),
     (("spec", "encoder"), HOSTILE[0], "data spec field 'encoder' is not handled"),
-    (("spec", "columns"), [HOSTILE[0]] * 4, "columns must name the features"),
+    (("spec", "columns"), [HOSTILE[0]] * 5, "columns must name the features"),
+    (("spec", "columns"), _numeric("a", "b", "c", "d"), "encode 4 features, the model reads 5"),
+    (("spec", "columns"), _numeric("a", "a", "c", "d", "e"), "column names must be unique"),
+    (("spec", "columns"), [{"name": "a", "kind": HOSTILE[0]}] * 5, "column kind"),
+    (("spec", "image_mode"), HOSTILE[0], "image_mode"),
+    (("spec", "target_std"), 0.0, "target_std must be > 0"),
+    (("recipe", "loss"), HOSTILE[0], "loss"),
+    (("recipe", "augment"), HOSTILE[0], "augment"),
     (("trial",), HOSTILE[0], "trial must be an int"),
     (("val",), {HOSTILE[0]: 0.5}, "metric"),
     (("test",), {"accuracy": HOSTILE[0]}, "must be a number"),
@@ -414,17 +427,18 @@ def test_config_values_that_reach_code_are_allowlisted_or_refused(path, value, m
 
 def test_column_names_are_written_as_literals(tmp_path, blocker):
     ckpt = _checkpoint("mlp", {"depth": 1}, _spec((3,)))
-    ckpt["spec"]["columns"] = ["age", HOSTILE[0], "b,c"]
+    ckpt["spec"]["columns"] = _numeric("age", HOSTILE[0], "b,c")
     export_dir = export.write(tmp_path, ckpt, PROVENANCE)
     script = runpy.run_path(str(export_dir / "best_model.py"))
-    assert script["COLUMNS"] == ("age", HOSTILE[0], "b,c")
+    assert [c[0] for c in script["COLUMNS"]] == ["age", HOSTILE[0], "b,c"]
     rows = [[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]
     path = tmp_path / "x.csv"
     with path.open("w", newline="") as f:  # columns in another order, plus one more
         w = csv.writer(f)
         w.writerow(["b,c", "extra", HOSTILE[0], "age"])
         w.writerows([[r[2], 9.0, r[1], r[0]] for r in rows])
-    assert np.array_equal(script["read_rows"](path), np.array(rows))
+    _, read, _ = script["read_input"](path)
+    assert np.array_equal(script["encode"](read), np.array(rows))
 
 
 def test_a_hostile_study_name_is_refused_by_the_config(make_run):

@@ -12,7 +12,12 @@ from automodel.data import DataSpec
 
 SHAPES = {"table": (12,), "sequence": (1, 40), "image": (1, 8, 8), "rgb": (3, 16, 16)}
 # Which data shapes each family accepts (a new family adds its line here).
-ACCEPTS = {"mlp": set(SHAPES), "cnn": {"sequence", "image", "rgb"}}
+ACCEPTS = {
+    "mlp": set(SHAPES),
+    "cnn": {"sequence", "image", "rgb"},
+    "resnet": set(SHAPES),
+    "pretrained": {"image", "rgb"},
+}
 
 
 def spec(shape) -> DataSpec:
@@ -52,7 +57,8 @@ def test_family_builds_and_runs_forward_and_backward(family, shape):
         out = model(x)
         assert out.shape == (5, 4), (params, out.shape)
         out.sum().backward()
-        assert all(p.grad is not None for p in model.parameters())
+        trained = [p for p in model.parameters() if p.requires_grad]
+        assert trained and all(p.grad is not None for p in trained)
 
 
 def test_mlp_widths_per_layer_are_used():

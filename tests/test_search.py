@@ -66,10 +66,12 @@ def test_best_weights_reproduce_the_reported_metrics(make_run):
     model.load_state_dict(ckpt["state_dict"])
     from automodel import train
 
-    _, val = train.evaluate(model, plan.data.x_val, plan.data.y_val)
-    _, test = train.evaluate(model, plan.data.x_test, plan.data.y_test)
-    assert val == pytest.approx(summary["val"]["accuracy"])
-    assert test == pytest.approx(summary["test"]["accuracy"])
+    spec = plan.data.spec
+    val = train.evaluate(model, plan.data.x_val, plan.data.y_val, spec)
+    test = train.evaluate(model, plan.data.x_test, plan.data.y_test, spec)
+    for name in ("accuracy", "f1_macro"):
+        assert val[name] == pytest.approx(summary["val"][name])
+        assert test[name] == pytest.approx(summary["test"][name])
 
 
 def test_pruned_trials_stop_at_once(make_run):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import os
 import re
+import uuid
 from pathlib import Path
 
 import pytest
@@ -82,12 +83,13 @@ def test_a_storage_password_appears_nowhere(tmp_path):
     secret = "pw-5ecr3t-xyz"
     url = PG_URL.replace("postgres@", f"postgres:{secret}@", 1)
     runs = tmp_path / "runs"
+    name = f"secret-{uuid.uuid4().hex[:8]}"  # the server may outlive one test run
     res = cli(
         "search",
         *FAST,
         f"runs_dir={runs}",
         f"study.storage={url}",
-        "study.name=secret-test",
+        f"study.name={name}",
         "quiet=false",
     )
     assert res.returncode == 0, res.stderr
@@ -95,5 +97,5 @@ def test_a_storage_password_appears_nowhere(tmp_path):
     for path in runs.rglob("*"):
         if path.is_file():
             assert secret.encode() not in path.read_bytes(), path
-    res = cli("status", f"runs_dir={runs}", f"study.storage={url}", "study.name=secret-test")
+    res = cli("status", f"runs_dir={runs}", f"study.storage={url}", f"study.name={name}")
     assert res.returncode == 0 and secret not in res.stdout + res.stderr

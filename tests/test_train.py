@@ -32,9 +32,11 @@ def test_fit_lowers_the_loss_and_learns(dataset):
 
 def test_fit_restores_the_best_epoch(dataset):
     model, result = _fit(dataset, epochs=6)
-    _, acc = train.evaluate(model, dataset.x_val, dataset.y_val)
-    assert acc == pytest.approx(result.best_value)
-    assert result.best_value == max(e.val_accuracy for e in result.history)
+    val = train.evaluate(model, dataset.x_val, dataset.y_val, dataset.spec)
+    assert val["accuracy"] == pytest.approx(result.best_value)
+    assert result.best_value == max(e.value for e in result.history)
+    assert result.best_metrics == result.history[result.best_epoch - 1].val
+    assert set(val) == {"loss", "accuracy", "f1_macro"}
 
 
 @pytest.mark.parametrize("optimizer", train.OPTIMIZERS)

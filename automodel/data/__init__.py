@@ -12,13 +12,17 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from automodel.data import digits, mnist1d, synthetic
+from automodel.data import digits, images, lazy, mnist1d, synthetic, table
 from automodel.data.source import Raw
+from automodel.metrics import TASKS
 
 SOURCES: dict[str, Callable[..., Raw]] = {
     "digits": digits.load,
     "mnist1d": mnist1d.load,
     "synthetic": synthetic.load,
+    "csv": table.load,
+    "image_folder": images.load_folder,
+    "torchvision": images.load_torchvision,
 }
 
 
@@ -28,6 +32,8 @@ class DataSpec:
 
     `mean`/`std` hold one value per channel for sequences and images (input_shape of 2 or 3
     dims) and one per feature for tables (1 dim): `x_model = (x_raw - mean) / std`.
+    `task` is classification (`classes` names the model's outputs) or regression (one output,
+    no classes; the model learns `(y - target_mean) / target_std`).
     """
 
     name: str
@@ -38,6 +44,22 @@ class DataSpec:
     std: tuple[float, ...]
     task: str = "classification"
     metric: str = "accuracy"
+    target_mean: float = 0.0
+    target_std: float = 1.0
+    # A CSV's feature columns and how each is encoded (see data.table), and its target column.
+    columns: tuple[dict, ...] | None = None
+    target: str | None = None
+    # Images: the Pillow mode their files are read in (L or RGB); None for other data.
+    image_mode: str | None = None
+
+    @property
+    def direction(self) -> str:
+        """maximize (accuracy) or minimize (rmse): how the search ranks trials."""
+        return TASKS[self.task][1]
+
+    @property
+    def n_outputs(self) -> int:
+        return 1 if self.task == "regression" else self.n_classes
 
     def to_dict(self) -> dict:
         out = asdict(self)
@@ -45,6 +67,11 @@ class DataSpec:
         out["classes"] = list(self.classes)
         out["mean"] = list(self.mean)
         out["std"] = list(self.std)
+        if self.columns is not None:
+            out["columns"] = [
+                {k: list(v) if isinstance(v, tuple) else v for k, v in c.items()}
+                for c in self.columns
+            ]
         return out
 
     @classmethod
@@ -58,6 +85,11 @@ class DataSpec:
             std=tuple(d["std"]),
             task=d.get("task", "classification"),
             metric=d.get("metric", "accuracy"),
+            target_mean=d.get("target_mean", 0.0),
+            target_std=d.get("target_std", 1.0),
+            columns=None if d.get("columns") is None else tuple(d["columns"]),
+            target=d.get("target"),
+            image_mode=d.get("image_mode"),
         )
 
     def stat_shape(self) -> tuple[int, ...]:
@@ -76,11 +108,21 @@ class Dataset:
     y_val: torch.Tensor
     x_test: torch.Tensor
     y_test: torch.Tensor
+    warnings: tuple[str, ...] = ()  # for the user: columns dropped, rows skipped
 
     def to(self, device: torch.device | str) -> Dataset:
         """The same data on `device` (small data is held there whole: no loader per step)."""
-        moved = {k: getattr(self, k).to(device) for k in _TENSORS}
-        return Dataset(spec=self.spec, **moved)
+        moved = {k: _to(getattr(self, k), device) for k in _TENSORS}
+        return Dataset(spec=self.spec, **moved, warnings=self.warnings)
+
+    @property
+    def lazy(self) -> bool:
+        """Read batch by batch by a DataLoader (data.lazy.Rows), not held as tensors."""
+        return not isinstance(self.x_train, torch.Tensor)
+
+
+def _to(x, device):
+    return x.to(device) if isinstance(x, torch.Tensor) else x  # Rows are read per batch
 
 
 _TENSORS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
@@ -88,45 +130,73 @@ _TENSORS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
 
 def load(cfg, seed: int) -> Dataset:
     """Load `cfg.name`, split it and normalise it. Raises ValueError on unusable data."""
-    if cfg.name not in SOURCES:
-        raise ValueError(f"unknown data {cfg.name!r}; known: {', '.join(SOURCES)}")
-    raw = SOURCES[cfg.name](cfg)
-    return prepare(raw, cfg.name, cfg.val_fraction, cfg.test_fraction, seed)
+    workers = getattr(cfg, "loader_workers", 2)
+    return prepare(_raw(cfg), cfg.name, cfg.val_fraction, cfg.test_fraction, seed, workers)
 
 
 def load_raw_splits(cfg, seed: int) -> dict[str, np.ndarray]:
     """The same splits as `load`, as the source gives the rows (not reshaped or normalised).
 
-    Keys x_train, y_train, x_val, y_val, x_test, y_test: what an exported script takes.
+    Keys x_train, y_train, x_val, y_val, x_test, y_test: what an exported script takes (for
+    images read batch by batch, x_* hold the items: file paths or row numbers).
     """
-    if cfg.name not in SOURCES:
-        raise ValueError(f"unknown data {cfg.name!r}; known: {', '.join(SOURCES)}")
-    raw = SOURCES[cfg.name](cfg)
-    _check_labels(raw.y, len(raw.classes), cfg.name)
+    raw = _raw(cfg)
+    _check_targets(raw, cfg.name)
     splits = _split(raw, cfg.val_fraction, cfg.test_fraction, seed)
     return dict(zip(_TENSORS, splits, strict=True))
 
 
+def _raw(cfg) -> Raw:
+    source = cfg.source_name
+    if source not in SOURCES:
+        raise ValueError(f"unknown data source {source!r}; known: {', '.join(SOURCES)}")
+    raw = SOURCES[source](cfg)
+    task = getattr(cfg, "task", None)
+    if task is not None and task != raw.task:
+        raise ValueError(
+            f"data {cfg.name!r} is a {raw.task} dataset; data.task={task} does not fit it"
+        )
+    return raw
+
+
 def _split(raw: Raw, val_fraction: float, test_fraction: float, seed: int) -> tuple:
-    """(x_train, y_train, x_val, y_val, x_test, y_test): seeded and stratified."""
+    """(x_train, y_train, x_val, y_val, x_test, y_test): seeded, stratified for classification."""
     from sklearn.model_selection import train_test_split
 
+    def split(x, y, fraction):
+        stratify = y if raw.task == "classification" else None
+        return train_test_split(x, y, test_size=fraction, stratify=stratify, random_state=seed)
+
     if raw.x_test is None:
-        x_rest, x_test, y_rest, y_test = train_test_split(
-            raw.x, raw.y, test_size=test_fraction, stratify=raw.y, random_state=seed
-        )
+        x_rest, x_test, y_rest, y_test = split(raw.x, raw.y, test_fraction)
     else:
         x_rest, y_rest, x_test, y_test = raw.x, raw.y, raw.x_test, raw.y_test
-    x_train, x_val, y_train, y_val = train_test_split(
-        x_rest, y_rest, test_size=val_fraction, stratify=y_rest, random_state=seed
-    )
+    x_train, x_val, y_train, y_val = split(x_rest, y_rest, val_fraction)
     return x_train, y_train, x_val, y_val, x_test, y_test
 
 
-def prepare(raw: Raw, name: str, val_fraction: float, test_fraction: float, seed: int) -> Dataset:
-    _check_labels(raw.y, len(raw.classes), name)
+def prepare(
+    raw: Raw, name: str, val_fraction: float, test_fraction: float, seed: int, workers: int = 2
+) -> Dataset:
+    """Split `raw`, fit the encoding and the statistics on the training split, normalise."""
+    _check_targets(raw, name)
     x_train, y_train, x_val, y_val, x_test, y_test = _split(raw, val_fraction, test_fraction, seed)
-    shape = tuple(raw.input_shape)
+    targets = _Targets(raw.task, np.asarray(y_train))
+    shape, columns = tuple(raw.input_shape), None
+    if raw.reader is not None:  # read batch by batch: x_* hold items, not rows
+        mean, std = lazy.channel_stats(x_train, raw.reader, shape, workers)
+        spec = _spec(raw, name, shape, mean, std, targets, None)
+
+        def rows(items):
+            return lazy.Rows(items, raw.reader, shape, mean, std, workers)
+
+        x_train, x_val, x_test = rows(x_train), rows(x_val), rows(x_test)
+        return Dataset(spec, x_train, targets(y_train), x_val, targets(y_val), x_test,
+                       targets(y_test), warnings=tuple(raw.warnings))  # fmt: skip
+    if raw.columns is not None:  # CSV cells: encoded with settings fitted on the train split
+        columns = table.fit(raw.columns, x_train)
+        x_train, x_val, x_test = (table.encode(columns, a) for a in (x_train, x_val, x_test))
+        shape = (x_train.shape[1],)
     x_train, x_val, x_test = (
         np.asarray(a, np.float32).reshape(-1, *shape) for a in (x_train, x_val, x_test)
     )
@@ -135,35 +205,83 @@ def prepare(raw: Raw, name: str, val_fraction: float, test_fraction: float, seed
     mean = x_train.mean(axis=axes)
     std = x_train.std(axis=axes)
     std = np.where(std < 1e-8, 1.0, std)  # constant features (blank image corners) stay finite
-    spec = DataSpec(
+    spec = _spec(raw, name, shape, mean, std, targets, columns)
+    m = mean.reshape(spec.stat_shape()).astype(np.float32)
+    s = std.reshape(spec.stat_shape()).astype(np.float32)
+    return Dataset(
+        spec=spec,
+        x_train=torch.from_numpy((x_train - m) / s),
+        y_train=targets(y_train),
+        x_val=torch.from_numpy((x_val - m) / s),
+        y_val=targets(y_val),
+        x_test=torch.from_numpy((x_test - m) / s),
+        y_test=targets(y_test),
+        warnings=tuple(raw.warnings),
+    )
+
+
+def _spec(raw: Raw, name: str, shape, mean, std, targets: _Targets, columns) -> DataSpec:
+    return DataSpec(
         name=name,
         input_shape=shape,
         n_classes=len(raw.classes),
         classes=tuple(raw.classes),
         mean=tuple(float(v) for v in mean),
         std=tuple(float(v) for v in std),
-    )
-    m = mean.reshape(spec.stat_shape()).astype(np.float32)
-    s = std.reshape(spec.stat_shape()).astype(np.float32)
-    return Dataset(
-        spec=spec,
-        x_train=torch.from_numpy((x_train - m) / s),
-        y_train=torch.from_numpy(np.asarray(y_train, np.int64)),
-        x_val=torch.from_numpy((x_val - m) / s),
-        y_val=torch.from_numpy(np.asarray(y_val, np.int64)),
-        x_test=torch.from_numpy((x_test - m) / s),
-        y_test=torch.from_numpy(np.asarray(y_test, np.int64)),
+        task=raw.task,
+        metric=TASKS[raw.task][0],
+        target_mean=targets.mean,
+        target_std=targets.std,
+        columns=None if columns is None else tuple(columns),
+        target=raw.target,
+        image_mode=raw.image_mode,
     )
 
 
-def _check_labels(y: np.ndarray, n_classes: int, name: str) -> None:
-    if len(y) == 0:
+class _Targets:
+    """Class indices as int64; regression targets as float32 `(y - mean) / std`, with the
+    training split's mean and std (the exported script normalises labels the same way)."""
+
+    def __init__(self, task: str, y_train: np.ndarray):
+        self.task = task
+        self.mean, self.std = 0.0, 1.0
+        if task == "regression":
+            y = np.asarray(y_train, np.float64)
+            self.mean = float(y.mean())
+            self.std = float(y.std()) or 1.0
+
+    def __call__(self, y) -> torch.Tensor:
+        if self.task == "classification":
+            return torch.from_numpy(np.asarray(y, np.int64))
+        y = (np.asarray(y, np.float64) - self.mean) / self.std
+        return torch.from_numpy(y.astype(np.float32))
+
+
+MIN_REGRESSION_ROWS = 10
+
+
+def _check_targets(raw: Raw, name: str) -> None:
+    if len(raw.y) == 0:
         raise ValueError(f"data {name!r} has no rows")
-    counts = np.bincount(y, minlength=n_classes)
+    if raw.task == "regression":
+        n = len(raw.y) + (0 if raw.y_test is None else len(raw.y_test))
+        if n < MIN_REGRESSION_ROWS:
+            raise ValueError(
+                f"data {name!r} has {n} rows; regression needs at least {MIN_REGRESSION_ROWS} "
+                "to split into train, validation and test"
+            )
+        if np.ptp(np.asarray(raw.y, np.float64)) == 0:
+            raise ValueError(f"data {name!r}: the target is constant; there is nothing to learn")
+        return
+    counts = np.bincount(raw.y, minlength=len(raw.classes))
     if (counts > 0).sum() < 2:
-        raise ValueError(f"data {name!r} has a single class; classification needs at least 2")
-    if counts.min() < 4:
+        only = raw.classes[int(counts.argmax())] if len(raw.classes) else "?"
         raise ValueError(
-            f"data {name!r}: class {int(counts.argmin())} has {int(counts.min())} rows; "
+            f"data {name!r} has a single class ({only!r}); classification needs at least 2"
+        )
+    if counts.min() < 4:
+        small = int(counts.argmin())
+        raise ValueError(
+            f"data {name!r}: class {raw.classes[small]!r} has {int(counts.min())} rows; "
             "each class needs at least 4 to split into train, validation and test"
         )

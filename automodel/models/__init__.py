@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from automodel.hparams import Param
-from automodel.models import cnn, mlp
+from automodel.models import cnn, mlp, pretrained, resnet
 
 
 @dataclass(frozen=True)
@@ -25,6 +25,8 @@ class Family:
 FAMILIES: dict[str, Family] = {
     "mlp": Family(mlp.PARAMS, mlp.build),
     "cnn": Family(cnn.PARAMS, cnn.build),
+    "resnet": Family(resnet.PARAMS, resnet.build),
+    "pretrained": Family(pretrained.PARAMS, pretrained.build),
 }
 
 
@@ -35,8 +37,9 @@ def get(family: str) -> Family:
 
 
 def create(family: str, params: dict, spec) -> nn.Module:
-    """Build family `family` sized for `spec` (a DataSpec) from sampled `params`."""
-    return get(family).build(params, tuple(spec.input_shape), spec.n_classes)
+    """Build family `family` sized for `spec` (a DataSpec) from sampled `params`: one output
+    per class, or a single one for regression."""
+    return get(family).build(params, tuple(spec.input_shape), spec.n_outputs)
 
 
 def n_parameters(model: nn.Module) -> int:
