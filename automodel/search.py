@@ -211,6 +211,7 @@ class Objective:
             recipe,
             eval_batch_size=run.trainer.eval_batch_size,
             on_epoch_end=on_epoch_end,
+            compile=run.trainer.compile,
         )
         trial.set_user_attr("best_epoch", result.best_epoch)
         self._keep_weights(trial, params, recipe, result)

@@ -9,7 +9,6 @@ DataLoader, no per-step host sync (the loss is summed on the device and read onc
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 from collections.abc import Callable
@@ -123,16 +122,26 @@ def fit(
     *,
     eval_batch_size: int = 2048,
     on_epoch_end: Callable[[Epoch], None] | None = None,
+    compile: bool = False,
 ) -> FitResult:
     """Train `model` on `data` (a Dataset already on the model's device) for recipe.epochs.
 
     Keeps the weights of the epoch with the best validation accuracy. Raises NonFiniteLoss
-    when the loss diverges, and whatever `on_epoch_end` raises.
+    when the loss diverges, and whatever `on_epoch_end` raises. `compile` trains through
+    `torch.compile(model)`: it compiles for seconds before the first step, so it only pays
+    back on long trials (benchmarks/trainer_throughput.py --compile measures it).
     """
     device = data.x_train.device
     n = len(data.x_train)
     if recipe.batch_size > n:
         raise ValueError(f"batch_size {recipe.batch_size} is larger than the {n} training rows")
+    layout = _memory_format(model, data.x_train)
+    model.to(memory_format=layout)
+    x_train = data.x_train.contiguous(memory_format=layout)
+    x_val = data.x_val.contiguous(memory_format=layout)
+    if device.type == "cuda" and layout == torch.channels_last:
+        torch.backends.cudnn.benchmark = True  # fixed shapes: pick the fastest kernels once
+    step_model = torch.compile(model) if compile else model
     optimizer = make_optimizer(model, recipe, device)
     schedule = make_schedule(optimizer, recipe)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
@@ -141,35 +150,73 @@ def fit(
     bs = recipe.batch_size
     # A final batch of one row would break batch norm; drop that single row each epoch.
     n_used = n - 1 if n % bs == 1 else n
+    # The epoch's rows are gathered in permutation order a chunk of whole batches at a time
+    # (one gather per chunk instead of one per step), within a fixed memory budget.
+    row_bytes = x_train[0].numel() * x_train.element_size()
+    chunk = bs * max(1, GATHER_BYTES // (row_bytes * bs))
+    sizes = torch.tensor(
+        [min(bs, n_used - i) for i in range(0, n_used, bs)], dtype=torch.float32, device=device
+    )
     result = FitResult(best_epoch=0, best_value=-math.inf, best_state={})
     for epoch in range(1, recipe.epochs + 1):
         start = time.perf_counter()
         model.train()
         lr = optimizer.param_groups[0]["lr"]
         perm = torch.randperm(n, generator=gen, device=device)
-        total = torch.zeros((), device=device)
-        for i in range(0, n_used, bs):
-            idx = perm[i : min(i + bs, n_used)]
-            loss = loss_fn(model(data.x_train[idx]), data.y_train[idx])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total += loss.detach() * len(idx)
-        train_loss = float(total) / n_used  # the one host sync of the epoch
+        losses = []
+        for c in range(0, n_used, chunk):
+            rows = perm[c : min(c + chunk, n_used)]
+            for x, y in zip(x_train[rows].split(bs), data.y_train[rows].split(bs), strict=True):
+                with _autocast(device):
+                    loss = loss_fn(step_model(x), y)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                losses.append(loss.detach())
+        # The one host sync of the epoch: no per-step .item().
+        train_loss = float(torch.stack(losses).float() @ sizes) / n_used
         if not math.isfinite(train_loss):
             raise NonFiniteLoss(f"training loss became {train_loss} in epoch {epoch}")
         if schedule is not None:
             schedule.step()
-        val_loss, val_acc = evaluate(model, data.x_val, data.y_val, eval_batch_size)
+        val_loss, val_acc = evaluate(model, x_val, data.y_val, eval_batch_size)
         record = Epoch(epoch, train_loss, val_loss, val_acc, lr, time.perf_counter() - start)
         result.history.append(record)
         if val_acc > result.best_value:
             result.best_epoch, result.best_value = epoch, val_acc
-            result.best_state = copy.deepcopy(model.state_dict())
+            result.best_state = _snapshot(model)
         if on_epoch_end is not None:
             on_epoch_end(record)
+    model.to(memory_format=torch.contiguous_format)
     model.load_state_dict(result.best_state)
     return result
+
+
+# Memory a chunk of gathered training rows may take (see fit).
+GATHER_BYTES = 64 << 20
+
+
+def _memory_format(model: nn.Module, x: torch.Tensor) -> torch.memory_format:
+    """Channels-last for 2D convolutions: oneDNN and cuDNN run them (and their pooling and
+    batch norm) faster in NHWC; on a CPU the digits CNN trains ~1.3x faster."""
+    if x.dim() == 4 and any(isinstance(m, nn.Conv2d) for m in model.modules()):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+def _autocast(device: torch.device):
+    """bf16 autocast on GPUs that support it (tensor cores, half the memory traffic); on the
+    CPU full float32, which keeps CPU runs reproducible to the bit."""
+    enabled = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
+def _snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of the weights in the standard layout, whatever layout training used."""
+    return {
+        k: v.detach().clone(memory_format=torch.contiguous_format)
+        for k, v in model.state_dict().items()
+    }
 
 
 def evaluate(
@@ -179,13 +226,14 @@ def evaluate(
     logits = predict_logits(model, x, batch_size)
     loss = nn.functional.cross_entropy(logits, y)
     accuracy = (logits.argmax(1) == y).float().mean()
-    return float(loss), float(accuracy)
+    loss, accuracy = torch.stack([loss, accuracy]).tolist()  # one host sync, not two
+    return loss, accuracy
 
 
 def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 2048) -> torch.Tensor:
     was_training = model.training
     model.eval()
-    with torch.inference_mode():
+    with torch.inference_mode(), _autocast(x.device):
         out = torch.cat([model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
     model.train(was_training)
-    return out
+    return out.float()
