@@ -10,6 +10,7 @@ the failure guard and Ctrl-C are checked between trials, and Optuna's heartbeat 
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import shutil
@@ -377,10 +378,11 @@ def search(run: RunConfig, command: str = "", attach: bool = False) -> dict:
             study.enqueue_trial(params, skip_if_exists=True)
     if not run.quiet:
         _banner(plan, study, slots)
+    here = functools.partial(run_slot, plan, slots[0], 0, deadline, start, pinned=False)
     if len(slots) == 1:
-        run_slot(plan, slots[0], 0, deadline, start, pinned=False)
+        here()
     else:
-        for problem in workers.run_parallel(plan, slots, deadline, start):
+        for problem in workers.run_parallel(plan, slots, deadline, start, here):
             print(f"warning: {problem}", file=sys.stderr, flush=True)
         _failure_guard(study, run)
     device = _device(slots[0], pinned=False)
