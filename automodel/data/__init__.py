@@ -109,7 +109,7 @@ def load_raw_splits(cfg, seed: int) -> dict[str, np.ndarray]:
 
 def _split(raw: Raw, val_fraction: float, test_fraction: float, seed: int) -> tuple:
     """(x_train, y_train, x_val, y_val, x_test, y_test): seeded and stratified."""
-    from sklearn.model_selection import train_test_split
+    from automodel.data.split import train_test_split
 
     if raw.x_test is None:
         x_rest, x_test, y_rest, y_test = train_test_split(
