@@ -151,12 +151,15 @@ def write_run_files(plan: Plan) -> None:
 class Objective:
     """Trains one candidate per call; holds what every trial of this worker shares."""
 
-    def __init__(self, plan: Plan, device: torch.device, tracker=None):
+    def __init__(self, plan: Plan, device: torch.device, tracker=None, deadline=math.inf):
         self.plan = plan
         self.device = device
         self.data = plan.data.to(device)
         self.tracker = tracker
         self.worker = studylib.worker_id()
+        # study.timeout is a wall-clock budget: a trial still training then stops at the end
+        # of its epoch (pruned) instead of running on for minutes past it.
+        self.deadline = deadline
 
     def __call__(self, trial: optuna.Trial) -> float:
         trial.set_user_attr(studylib.WORKER_ATTR, self.worker)
@@ -205,6 +208,8 @@ class Objective:
                 self.tracker.epoch(trial.number, epoch)
             if trial.should_prune():
                 raise optuna.TrialPruned(f"pruned after epoch {epoch.epoch}")
+            if time.time() > self.deadline and epoch.epoch < recipe.epochs:
+                raise optuna.TrialPruned(f"stopped after epoch {epoch.epoch}: study.timeout")
 
         result = train.fit(
             model,
@@ -312,7 +317,7 @@ def run_trials(
     """
     run = plan.run
     start = time.monotonic() if start is None else start
-    objective = Objective(plan, device, tracker)
+    objective = Objective(plan, device, tracker, deadline)
     callbacks = [Progress(run, start)]
     if tracker is not None:
         callbacks.append(lambda study, trial: tracker.trial_finished(trial))

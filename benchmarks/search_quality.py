@@ -160,6 +160,9 @@ def main() -> None:
     parser.add_argument(
         "--automodel-args", default="", help="extra overrides for automodel, space-separated"
     )
+    parser.add_argument(
+        "--only", choices=["automodel", "optuna example"], help="run one approach (for tuning)"
+    )
     parser.add_argument("--baseline-run", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -177,6 +180,8 @@ def main() -> None:
     )
     headers = ["approach", "seed", "test acc", "val acc", "trials", "best", "wall s"]
     results: dict[str, list[dict]] = {"optuna example": [], "automodel": []}
+    if args.only:
+        results = {args.only: []}
     rows = []
     with tempfile.TemporaryDirectory(prefix="search-quality-") as tmp:
         for i, seed in enumerate(seeds):
@@ -192,10 +197,11 @@ def main() -> None:
     print()
     print(sbs.table(headers, rows))
     medians = {k: statistics.median(r["test"] for r in v) for k, v in results.items()}
-    print(
-        f"\nmedian test accuracy: automodel {medians['automodel']:.4f}, optuna example "
-        f"{medians['optuna example']:.4f} ({medians['automodel'] - medians['optuna example']:+.4f})"
-    )
+    print("\nmedian test accuracy: " + ", ".join(f"{k} {v:.4f}" for k, v in medians.items()))
+    if len(medians) == 2:
+        print(
+            f"automodel - optuna example: {medians['automodel'] - medians['optuna example']:+.4f}"
+        )
     print(sbs.load())
 
 
