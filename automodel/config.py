@@ -86,6 +86,7 @@ class TrainerConfig:
     max_epochs: int = 30
     eval_batch_size: int = 2048
     threads: int | None = None
+    compile: bool = False
 
 
 @dataclass

@@ -10,6 +10,7 @@ the failure guard and Ctrl-C are checked between trials, and Optuna's heartbeat 
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import shutil
@@ -178,12 +179,15 @@ def write_run_files(plan: Plan) -> None:
 class Objective:
     """Trains one candidate per call; holds what every trial of this worker shares."""
 
-    def __init__(self, plan: Plan, device: torch.device, tracker=None):
+    def __init__(self, plan: Plan, device: torch.device, tracker=None, deadline=math.inf):
         self.plan = plan
         self.device = device
         self.data = plan.data.to(device)
         self.tracker = tracker
         self.worker = studylib.worker_id()
+        # study.timeout is a wall-clock budget: a trial still training then stops at the end
+        # of its epoch (pruned) instead of running on for minutes past it.
+        self.deadline = deadline
 
     def __call__(self, trial: optuna.Trial) -> float:
         trial.set_user_attr(studylib.WORKER_ATTR, self.worker)
@@ -233,6 +237,8 @@ class Objective:
                 self.tracker.epoch(trial.number, epoch)
             if trial.should_prune():
                 raise optuna.TrialPruned(f"pruned after epoch {epoch.epoch}")
+            if time.time() > self.deadline and epoch.epoch < recipe.epochs:
+                raise optuna.TrialPruned(f"stopped after epoch {epoch.epoch}: study.timeout")
 
         result = train.fit(
             model,
@@ -240,6 +246,7 @@ class Objective:
             recipe,
             eval_batch_size=run.trainer.eval_batch_size,
             on_epoch_end=on_epoch_end,
+            compile=run.trainer.compile,
         )
         trial.set_user_attr("best_epoch", result.best_epoch)
         trial.set_user_attr(studylib.VAL_LOSS_ATTR, result.history[result.best_epoch - 1].val_loss)
@@ -350,7 +357,7 @@ def run_trials(
     """
     run = plan.run
     start = time.monotonic() if start is None else start
-    objective = Objective(plan, device, tracker)
+    objective = Objective(plan, device, tracker, deadline)
     callbacks = [Progress(run, start, plan.data.spec.metric)]
     if tracker is not None:
         callbacks.append(lambda study, trial: tracker.trial_finished(trial))
@@ -419,11 +426,15 @@ def search(run: RunConfig, command: str = "", attach: bool = False) -> dict:
     tracker = _tracker(plan, study)
     if not run.quiet:
         _banner(plan, study, slots)
+    # The search process works the first slot itself: no wait for a worker to import torch.
+    here = functools.partial(
+        run_slot, plan, slots[0], 0, deadline, start, pinned=False, tracker=tracker
+    )
     try:
         if len(slots) == 1:
-            run_slot(plan, slots[0], 0, deadline, start, pinned=False, tracker=tracker)
+            here()
         else:
-            for problem in workers.run_parallel(plan, slots, deadline, start):
+            for problem in workers.run_parallel(plan, slots, deadline, start, here):
                 print(f"warning: {problem}", file=sys.stderr, flush=True)
             _failure_guard(study, run)
         device = _device(slots[0], pinned=False)

@@ -5,7 +5,8 @@ its slot: `CUDA_VISIBLE_DEVICES=<gpu>` (so it trains on cuda:0) or, on the CPU, 
 of the cores (`OMP_NUM_THREADS` and `torch.set_num_threads`): two one-thread processes train
 small models ~1.8x faster than one two-thread process, while oversubscribed threads are 5-10x
 slower. Workers are asynchronous (no batches), share the budget through the study, and seed
-their samplers differently.
+their samplers differently. The search process itself works the first slot, so the first
+trial starts without waiting for a new process to import torch.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import os
 import signal
 import sys
 import traceback
+from collections.abc import Callable
 from contextlib import contextmanager
 
 from automodel.devices import Slot
@@ -45,15 +47,19 @@ def slot_env(slot: Slot) -> dict[str, str]:
     return env
 
 
-def run_parallel(plan, slots: list[Slot], deadline: float, start: float) -> list[str]:
-    """Run one worker process per slot until the budget is met; returns problems to report.
+def run_parallel(
+    plan, slots: list[Slot], deadline: float, start: float, run_here: Callable[[], None]
+) -> list[str]:
+    """Run the first slot in this process (`run_here`) and one worker process per other slot,
+    until the budget is met; returns problems to report.
 
     On Ctrl-C every worker records its trial as failed and exits; stragglers are killed after
-    STOP_GRACE seconds, then KeyboardInterrupt propagates to the caller.
+    STOP_GRACE seconds, then KeyboardInterrupt propagates to the caller. An error of this
+    process's slot is raised once the workers have finished.
     """
     ctx = multiprocessing.get_context("spawn")  # fork would copy torch's threads and CUDA state
     procs = []
-    for index, slot in enumerate(slots):
+    for index, slot in enumerate(slots[1:], start=1):
         # Set before start(): the child reads them when torch and CUDA initialise.
         with _environ(slot_env(slot)):
             proc = ctx.Process(
@@ -63,7 +69,12 @@ def run_parallel(plan, slots: list[Slot], deadline: float, start: float) -> list
             )
             proc.start()
         procs.append(proc)
+    error = None
     try:
+        try:
+            run_here()
+        except Exception as err:  # the others finish their trials; report it afterwards
+            error = err
         pending = list(procs)
         while pending:  # reap each worker as soon as it exits
             ready = multiprocessing.connection.wait([p.sentinel for p in pending])
@@ -82,8 +93,10 @@ def run_parallel(plan, slots: list[Slot], deadline: float, start: float) -> list
             if proc.is_alive():
                 proc.kill()
         raise
+    if error is not None:
+        raise error
     problems = []
-    for index, proc in enumerate(procs):
+    for index, proc in enumerate(procs, start=1):
         if proc.exitcode not in (0, None):
             problems.append(
                 f"worker {index} ({slots[index].label}) exited with code {proc.exitcode}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import optuna
 import pytest
@@ -216,3 +217,14 @@ def test_batch_size_larger_than_the_data_is_refused_before_training(make_run, tm
     ):
         search.prepare(make_run(f"search_space={space}"))
     assert not (tmp_path / "runs").exists()
+
+
+def test_timeout_stops_a_trial_that_is_still_training(make_run):
+    run = make_run("study.timeout=4", "trainer.max_epochs=100000", "study.pruner=none")
+    start = time.monotonic()
+    with pytest.raises(search.SearchStopped, match="no trial completed"):
+        search.search(run)
+    assert time.monotonic() - start < 60  # not the hours 100000 epochs would take
+    (trial,) = _trials(run)
+    assert trial.state == TrialState.PRUNED
+    assert 1 <= trial.last_step < 100000

@@ -161,7 +161,7 @@ def _raw(cfg) -> Raw:
 
 def _split(raw: Raw, val_fraction: float, test_fraction: float, seed: int) -> tuple:
     """(x_train, y_train, x_val, y_val, x_test, y_test): seeded, stratified for classification."""
-    from sklearn.model_selection import train_test_split
+    from automodel.data.split import train_test_split
 
     def split(x, y, fraction):
         stratify = y if raw.task == "classification" else None
