@@ -205,8 +205,8 @@ def _memory_format(model: nn.Module, x: torch.Tensor) -> torch.memory_format:
 
 
 def _autocast(device: torch.device):
-    """bf16 autocast on GPUs that support it (tensor cores, half the memory traffic); on the
-    CPU full float32, which keeps CPU runs reproducible to the bit."""
+    """bf16 autocast for training steps on GPUs that support it (tensor cores, half the memory
+    traffic); on the CPU full float32, which keeps CPU runs reproducible to the bit."""
     enabled = device.type == "cuda" and torch.cuda.is_bf16_supported()
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
 
@@ -231,9 +231,11 @@ def evaluate(
 
 
 def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 2048) -> torch.Tensor:
+    # Full precision even on a GPU (no autocast): the metrics a search reports are the ones an
+    # exported model reproduces on any device.
     was_training = model.training
     model.eval()
-    with torch.inference_mode(), _autocast(x.device):
+    with torch.inference_mode():
         out = torch.cat([model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
     model.train(was_training)
-    return out.float()
+    return out
