@@ -265,8 +265,8 @@ def _memory_format(model: nn.Module, x: torch.Tensor) -> torch.memory_format:
 
 
 def _autocast(device: torch.device):
-    """bf16 autocast on GPUs that support it (tensor cores, half the memory traffic); on the
-    CPU full float32, which keeps CPU runs reproducible to the bit."""
+    """bf16 autocast for training steps on GPUs that support it (tensor cores, half the memory
+    traffic); on the CPU full float32, which keeps CPU runs reproducible to the bit."""
     enabled = device.type == "cuda" and torch.cuda.is_bf16_supported()
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
 
@@ -298,10 +298,12 @@ def predict_logits(model: nn.Module, x, batch_size: int = 2048) -> torch.Tensor:
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    with torch.inference_mode(), _autocast(device):
+    # Full precision even on a GPU (no autocast): the metrics a search reports are the ones an
+    # exported model reproduces on any device.
+    with torch.inference_mode():
         if isinstance(x, torch.Tensor):
             out = torch.cat([model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
         else:
             out = torch.cat([model(b) for _, b in x.batches(batch_size, device)])
     model.train(was_training)
-    return out.float()
+    return out

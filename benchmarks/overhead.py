@@ -10,10 +10,12 @@ storage on disk) with timers around the pieces of a trial, and reports per trial
 - the rest: Optuna's ask and tell, trial reports, user attributes, the budget and failure
   checks, progress lines: everything between trials.
 
+Side by side, each search also runs on Optuna's stock journal file backend, which fsyncs
+every record (automodel's writes the same records without the fsync: automodel/study.py).
 Start-up (imports, data, opening the study, spawning workers) is paid once per worker, not
 per trial: benchmarks/startup.py measures it.
 
-    python benchmarks/overhead.py            # 60 trials of digits/mlp, 20 of mnist1d/cnn
+    python benchmarks/overhead.py            # 60 trials of digits/mlp, 20 of mnist1d/cnn, x3
     python benchmarks/overhead.py --quick
 """
 
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import tempfile
 import time
 from collections import defaultdict
@@ -28,6 +31,7 @@ from collections import defaultdict
 import sidebyside as sbs
 
 from automodel import config, models, search, spaces, train
+from automodel import study as studylib
 
 PIECES = {
     "training": (train, "fit"),
@@ -94,6 +98,19 @@ def measure(overrides: list[str], runs_dir: str) -> dict[str, float]:
     return out
 
 
+@contextlib.contextmanager
+def stock_journal():
+    """Optuna's own JournalFileBackend (an fsync per record) instead of automodel's."""
+    from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
+
+    saved = studylib._journal_file
+    studylib._journal_file = lambda path: JournalFileBackend(path, JournalFileOpenLock(path))
+    try:
+        yield
+    finally:
+        studylib._journal_file = saved
+
+
 def _warm_up(plan) -> None:
     """One throwaway fit: the first optimizer of a process imports torch._dynamo (seconds),
     a start-up cost that benchmarks/startup.py counts, not a per-trial one."""
@@ -101,9 +118,15 @@ def _warm_up(plan) -> None:
     train.fit(model, plan.data, train.Recipe(epochs=1))
 
 
+def _measure_in(overrides: list[str], storage) -> dict[str, float]:
+    with tempfile.TemporaryDirectory(prefix="overhead-") as tmp, storage():
+        return measure(overrides, tmp)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="a quarter of the trials")
+    parser.add_argument("--quick", action="store_true", help="a quarter of the trials, 1 repeat")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats")
     args = parser.parse_args()
     cases = {
         "digits/mlp": ["data=digits", "search_space=mlp", "study.n_trials=60"],
@@ -114,21 +137,27 @@ def main() -> None:
             "digits/mlp": ["data=digits", "search_space=mlp", "study.n_trials=15"],
             "mnist1d/cnn": ["data=mnist1d", "search_space=cnn", "study.n_trials=5"],
         }
+        args.repeats = 1
     print(f"overhead per 1-epoch trial, 1 worker, 1 thread; {sbs.load()}\n", flush=True)
     headers = ["search", "trials", "training ms", *[k + " ms" for k in PIECES if k != "training"]]
     headers += ["rest ms", "wall ms", "overhead"]
     rows = []
+    storages = {"automodel": contextlib.nullcontext, "stock journal": stock_journal}
     for name, overrides in cases.items():
-        with tempfile.TemporaryDirectory(prefix="overhead-") as tmp:
-            r = measure(overrides, tmp)
-        ms = [r[k] * 1000 for k in ("training", "sampling", "model build", "weights", "rest")]
-        rows.append([name, r["trials"], *ms, r["wall"] * 1000, f"{r['overhead']:.1%}"])
-        print(sbs.table(headers, rows[-1:]).splitlines()[-1], flush=True)
+        runs = {k: functools.partial(_measure_in, overrides, v) for k, v in storages.items()}
+        res = sbs.interleaved(runs, args.repeats)
+        for i, storage in enumerate(storages):
+            r = {k: sbs.median(res[storage], k) for k in res[storage][0]}
+            ms = [r[k] * 1000 for k in ("training", "sampling", "model build", "weights", "rest")]
+            label = name if i == 0 else f"  ({storage})"
+            rows.append([label, r["trials"], *ms, r["wall"] * 1000, f"{r['overhead']:.1%}"])
+            print(sbs.table(headers, rows[-1:]).splitlines()[-1], flush=True)
     print()
     print(sbs.table(headers, rows))
     print(
-        "\nper trial, means; overhead = (wall - training) / training. "
-        "Training includes the epoch's validation pass."
+        "\nper trial: means over a search's trials, medians over the repeats; overhead = "
+        "(wall - training) / training. Training includes the epoch's validation pass; "
+        "(stock journal): the same search on Optuna's fsync-per-record journal backend."
     )
     print(sbs.load())
 

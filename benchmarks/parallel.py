@@ -20,6 +20,7 @@ instead, while `nvidia-smi` samples the GPU's utilisation during the trials
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import subprocess
 import sys
@@ -47,7 +48,7 @@ SPACES = {
 
 
 def trials_per_minute(
-    case: str, workers: int, n_trials: int, epochs: int, tmp: Path, gpu: bool
+    case: str, parallel: list[str], n_trials: int, epochs: int, tmp: Path, gpu: bool
 ) -> dict:
     import optuna
 
@@ -55,7 +56,6 @@ def trials_per_minute(
     space_file = tmp / f"{case.replace('/', '-')}.yaml"
     space_file.write_text(space)
     runs = Path(tempfile.mkdtemp(dir=tmp))
-    parallel = ["devices=[0]", f"trials_per_device={workers}"] if gpu else [f"workers={workers}"]
     cmd = [
         *(sys.executable, "-m", "automodel", "search", data, f"search_space={space_file}"),
         *(*parallel, f"study.n_trials={n_trials}", f"trainer.max_epochs={epochs}"),
@@ -121,6 +121,19 @@ def _mean_utilisation(path: Path, first, last) -> float:
     return sum(values) / len(values) if values else float("nan")
 
 
+def settings_for(counts: list[int], gpu: bool) -> dict[str, list[str]]:
+    """The compared settings, by label. On the CPU a single worker takes every core's thread
+    by default; the same worker with one thread shows what the threads alone give."""
+    if gpu:
+        return {f"trials_per_device={w}": ["devices=[0]", f"trials_per_device={w}"] for w in counts}
+    settings = {}
+    for w in counts:
+        settings[f"workers={w}"] = [f"workers={w}"]
+        if w == 1:
+            settings["workers=1, 1 thread"] = ["workers=1", "trainer.threads=1"]
+    return settings
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workers", default="1,2", help="worker counts to compare")
@@ -140,28 +153,28 @@ def main() -> None:
         f"{args.repeats} interleaved repeats; {sbs.load()}\n",
         flush=True,
     )
-    setting = "trials_per_device" if args.gpu else "workers"
-    headers = ["search", *[f"{setting}={w} trials/min" for w in counts]]
-    headers += [f"x{w} vs {counts[0]}" for w in counts[1:]]
+    settings = settings_for(counts, args.gpu)
+    base = [k for k in settings if k.split(",")[0].endswith(f"={counts[0]}")]
+    others = [k for k in settings if k not in base]
+    headers = ["search", *[f"{k}: trials/min" for k in settings]]
+    headers += [f"{o} / {b}" for o in others for b in base]
     if args.gpu:
-        headers += [f"GPU util % ({setting}={w})" for w in counts]
+        headers += [f"GPU util % ({k})" for k in settings]
     rows = []
     with tempfile.TemporaryDirectory(prefix="parallel-") as tmp:
         for case in SPACES:
             trials = args.trials if case == "digits/mlp" else max(4, args.trials // 2)
             runs = {
-                w: (
-                    lambda w=w, case=case, trials=trials: trials_per_minute(
-                        case, w, trials, args.epochs, Path(tmp), args.gpu
-                    )
+                k: functools.partial(
+                    trials_per_minute, case, overrides, trials, args.epochs, Path(tmp), args.gpu
                 )
-                for w in counts
+                for k, overrides in settings.items()
             }
             res = sbs.interleaved(runs, args.repeats)
-            medians = [sbs.median(res[w], "per_min") for w in counts]
-            rows.append([case, *medians, *[m / medians[0] for m in medians[1:]]])
+            med = {k: sbs.median(res[k], "per_min") for k in settings}
+            rows.append([case, *med.values(), *[med[o] / med[b] for o in others for b in base]])
             if args.gpu:
-                rows[-1] += [sbs.median(res[w], "util") for w in counts]
+                rows[-1] += [sbs.median(res[k], "util") for k in settings]
             print(sbs.table(headers, rows[-1:]).splitlines()[-1], flush=True)
     print()
     print(sbs.table(headers, rows))
