@@ -158,6 +158,7 @@ LAYERS: dict[type[nn.Module], Layer] = {
     nn.AdaptiveAvgPool1d: Layer(("output_size",)),
     nn.AdaptiveAvgPool2d: Layer(("output_size",)),
     nn.Flatten: Layer(keywords={"start_dim": 1, "end_dim": -1}),
+    nn.Unflatten: Layer(("dim", "unflattened_size")),
     nn.Identity: Layer(),
 }
 
@@ -836,6 +837,8 @@ def _attr(layer: nn.Module, name: str):
     value = getattr(layer, name)
     if name == "bias":  # the constructor takes a flag; the layer holds the tensor or None
         return value is not None
+    if name == "unflattened_size":  # a shape: (1, 1) stays a tuple
+        return tuple(value)
     if isinstance(value, tuple) and value and all(v == value[0] for v in value):
         return value[0]  # kernel_size=(5, 5) is written kernel_size=5
     return value

@@ -195,6 +195,14 @@ def train(
         raise ValueError(f"BATCH_SIZE {BATCH_SIZE} exceeds the {n} training rows")
     torch.manual_seed(seed)
     model = new_model()
+    # Channels-last for 2D convolutions, as the search trained (faster, and the same floats).
+    conv2d = any(isinstance(m, nn.Conv2d) for m in model.modules())
+    layout = torch.channels_last if conv2d else torch.contiguous_format
+    model.to(memory_format=layout)
+    if x.dim() == 4:
+        x = x.contiguous(memory_format=layout)
+        if val is not None:
+            val = val[0].contiguous(memory_format=layout), val[1]
     optimizer = make_optimizer(model)
     schedule = None
     if SCHEDULE == "cosine":
@@ -211,7 +219,8 @@ def train(
         total = torch.zeros(())
         for i in range(0, n_used, BATCH_SIZE):
             idx = perm[i : min(i + BATCH_SIZE, n_used)]
-            batch = augment(x[idx], order) if AUGMENT != "none" else x[idx]
+            batch = x[idx].contiguous(memory_format=layout) if x.dim() == 4 else x[idx]
+            batch = augment(batch, order) if AUGMENT != "none" else batch
             out = model(batch)
             loss = loss_fn(out.squeeze(1) if TASK == "regression" else out, y[idx])
             optimizer.zero_grad(set_to_none=True)
@@ -230,6 +239,7 @@ def train(
             if value > best if METRIC == "accuracy" else value < best:
                 best, best_state = value, copy.deepcopy(model.state_dict())
         log(line)
+    model.to(memory_format=torch.contiguous_format)
     if best_state is not None:
         model.load_state_dict(best_state)
     return model.eval(), (best if val is not None else None)

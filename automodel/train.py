@@ -9,6 +9,7 @@ DataLoader, no per-step host sync (the loss is summed on the device and read onc
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable
@@ -24,6 +25,7 @@ OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 SCHEDULES = ("constant", "cosine")
 LOSSES = ("mse", "huber")  # regression; classification always uses cross-entropy
 AUGMENTS = ("none", "flip", "crop", "crop_flip")  # images only
+CHUNK_BYTES = 64 << 20  # training rows gathered at once, in whole batches
 
 RECIPE_PARAMS = {
     "optimizer": Param("choice", "adam", choices=OPTIMIZERS),
@@ -116,6 +118,97 @@ def make_optimizer(model: nn.Module, recipe: Recipe, device: torch.device) -> to
     raise ValueError(f"unknown optimizer {recipe.optimizer!r}; known: {', '.join(OPTIMIZERS)}")
 
 
+class FusedStep:
+    """`optimizer.step()`, with the fused kernel of an Adam, AdamW or SGD called directly.
+
+    Around a fused step's ~35 us kernel, `Optimizer.step` spends ~45 us of Python on a CPU
+    (hooks, profiler labels, grouping tensors by device): a tenth of a small MLP's training
+    step. After the first step, which creates the optimizer's state, this makes the same
+    kernel call `step()` makes, with the same arguments; tests/test_train.py checks that the
+    weights and the state stay bit-identical to `step()`'s. Anything else (RMSprop, more than
+    one param group, options the kernel call here does not pass, a parameter left without a
+    gradient) goes through `step()`.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer):
+        self.optimizer = optimizer
+        self.kernel = None
+        group = optimizer.param_groups[0]
+        plain = not any(group.get(k) for k in ("amsgrad", "maximize", "capturable", "foreach"))
+        if len(optimizer.param_groups) == 1 and group.get("fused") and plain:
+            kernels = {
+                torch.optim.AdamW: "_fused_adamw_",
+                torch.optim.Adam: "_fused_adam_",
+                torch.optim.SGD: "_fused_sgd_",
+            }
+            name = kernels.get(type(optimizer))
+            if name == "_fused_adam_" and group.get("decoupled_weight_decay"):
+                name = "_fused_adamw_"
+            self.kernel = getattr(torch, name, None) if name else None
+        self.params: list[torch.Tensor] = []
+
+    def __call__(self) -> None:
+        if self.kernel is None:
+            self.optimizer.step()
+            return
+        if not self.params:  # the first step creates the state; the kernel takes it from there
+            self.optimizer.step()
+            group = self.optimizer.param_groups[0]
+            self.params = [p for p in group["params"] if p.grad is not None]
+            state = [self.optimizer.state[p] for p in self.params]
+            if self.kernel is torch._fused_sgd_:
+                self.buffers = [s.get("momentum_buffer") for s in state]
+                if group["momentum"] == 0:
+                    self.buffers = []
+                elif any(b is None for b in self.buffers):
+                    self.kernel = None
+            else:
+                self.avgs = [s["exp_avg"] for s in state]
+                self.sqs = [s["exp_avg_sq"] for s in state]
+                self.steps = [s["step"] for s in state]
+            return
+        grads = [p.grad for p in self.params]
+        if any(g is None for g in grads):
+            self.optimizer.step()
+            return
+        group = self.optimizer.param_groups[0]
+        if self.kernel is torch._fused_sgd_:
+            self.kernel(
+                self.params,
+                grads,
+                self.buffers,
+                weight_decay=group["weight_decay"],
+                momentum=group["momentum"],
+                lr=group["lr"],
+                dampening=group["dampening"],
+                nesterov=group["nesterov"],
+                maximize=False,
+                is_first_step=False,
+                grad_scale=None,
+                found_inf=None,
+            )
+            return
+        torch._foreach_add_(self.steps, 1)
+        beta1, beta2 = group["betas"]
+        self.kernel(
+            self.params,
+            grads,
+            self.avgs,
+            self.sqs,
+            [],
+            self.steps,
+            amsgrad=False,
+            lr=group["lr"],
+            beta1=beta1,
+            beta2=beta2,
+            weight_decay=group["weight_decay"],
+            eps=group["eps"],
+            maximize=False,
+            grad_scale=None,
+            found_inf=None,
+        )
+
+
 def make_schedule(optimizer: torch.optim.Optimizer, recipe: Recipe):
     if recipe.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=recipe.epochs)
@@ -145,40 +238,46 @@ def fit(
     n = len(data.x_train)
     if recipe.batch_size > n:
         raise ValueError(f"batch_size {recipe.batch_size} is larger than the {n} training rows")
-    layout = torch.contiguous_format if data.lazy else _memory_format(model, data.x_train)
+    layout = _memory_format(model)
     model.to(memory_format=layout)
     x_train, x_val = data.x_train, data.x_val
-    if not data.lazy:
+    if not data.lazy and x_train.dim() == 4:
         x_train = x_train.contiguous(memory_format=layout)
         x_val = x_val.contiguous(memory_format=layout)
     if device.type == "cuda" and layout == torch.channels_last:
         torch.backends.cudnn.benchmark = True  # fixed shapes: pick the fastest kernels once
     step_model = torch.compile(model) if compile else model
     optimizer = make_optimizer(model, recipe, device)
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    step = FusedStep(optimizer)
     schedule = make_schedule(optimizer, recipe)
     spec = data.spec
     loss_fn = make_loss(spec.task, recipe)
+    amp = _autocast(device)
     gen = torch.Generator(device=device)
     gen.manual_seed(recipe.seed)
     bs = recipe.batch_size
     # A final batch of one row would break batch norm; drop that single row each epoch.
     n_used = n - 1 if n % bs == 1 else n
+    sizes = torch.tensor([min(bs, n_used - i) for i in range(0, n_used, bs)], device=device)
     result = FitResult(best_epoch=0, best_value=metrics.worst(spec.direction), best_state={})
     for epoch in range(1, recipe.epochs + 1):
         start = time.perf_counter()
         model.train()
         lr = optimizer.param_groups[0]["lr"]
         perm = torch.randperm(n, generator=gen, device=device)
-        total = torch.zeros((), device=device)
-        for idx, x in _batches(x_train, perm, n_used, bs, device):
+        losses = []
+        for x, y in _batches(x_train, data.y_train, perm, n_used, bs, layout, device):
             if recipe.augment != "none":
                 x = augment(x, recipe.augment, gen)
-            with _autocast(device):
-                loss = loss_fn(step_model(x), data.y_train[idx])
-            optimizer.zero_grad(set_to_none=True)
+            with amp:
+                loss = loss_fn(step_model(x), y)
+            for p in params:  # optimizer.zero_grad(set_to_none=True), without its overhead
+                p.grad = None
             loss.backward()
-            optimizer.step()
-            total += loss.detach().float() * len(idx)
+            step()
+            losses.append(loss.detach())
+        total = torch.stack(losses).float() @ sizes.float()
         train_loss = float(total) / n_used  # the one host sync of the epoch
         if not math.isfinite(train_loss):
             raise NonFiniteLoss(f"training loss became {train_loss} in epoch {epoch}")
@@ -254,21 +353,23 @@ def evaluate(
     }
 
 
-def _memory_format(model: nn.Module, x: torch.Tensor) -> torch.memory_format:
-    """Channels-last for 2D convolutions on a GPU: cuDNN runs them (and their pooling and
-    batch norm) faster in NHWC. Not on a CPU, where it was ~1.3x faster for the digits CNN but
-    changes the float results, and the exported script's `train` must reproduce a CPU
-    search's trial exactly (it trains in the standard layout)."""
-    if x.is_cuda and x.dim() == 4 and any(isinstance(m, nn.Conv2d) for m in model.modules()):
+def _memory_format(model: nn.Module) -> torch.memory_format:
+    """Channels-last for models with 2D convolutions (the cnn family runs sequences as images
+    one row high): their convolutions, pooling and batch norm run 1.2-2x faster in NHWC on a
+    CPU (oneDNN) and on a GPU (cuDNN). The exported script's `train` uses the same layout, so
+    it still reproduces a CPU trial exactly."""
+    if any(isinstance(m, nn.Conv2d) for m in model.modules()):
         return torch.channels_last
     return torch.contiguous_format
 
 
 def _autocast(device: torch.device):
     """bf16 autocast for training steps on GPUs that support it (tensor cores, half the memory
-    traffic); on the CPU full float32, which keeps CPU runs reproducible to the bit."""
-    enabled = device.type == "cuda" and torch.cuda.is_bf16_supported()
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
+    traffic); on the CPU full float32, which keeps CPU runs reproducible to the bit. Reusable:
+    the loop enters it once a step."""
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 def _snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -279,18 +380,29 @@ def _snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
     }
 
 
-def _batches(x, perm: torch.Tensor, n_used: int, bs: int, device: torch.device):
-    """(indices, inputs) of each training batch, in the order of `perm`: sliced from a tensor
-    held on the device, or read by a DataLoader (data.lazy.Rows) and copied there."""
+def _batches(x, y, perm, n_used: int, bs: int, layout, device: torch.device):
+    """(inputs, targets) of each training batch, in the order of `perm`.
+
+    From tensors held on the device: the rows of up to CHUNK_BYTES of whole batches are
+    gathered at once and each batch is a slice of them (one gather per chunk, not two per
+    step), in `layout`, as a gather per batch would give them. From data.lazy.Rows: read by a
+    DataLoader and copied to the device.
+    """
     if isinstance(x, torch.Tensor):
-        for i in range(0, n_used, bs):
-            idx = perm[i : min(i + bs, n_used)]
-            yield idx, x[idx]
+        row_bytes = max(1, x[0].numel() * x.element_size())
+        chunk = max(bs, CHUNK_BYTES // row_bytes // bs * bs)
+        for start in range(0, n_used, chunk):
+            idx = perm[start : min(start + chunk, n_used)]
+            xs, ys = x[idx], y[idx]
+            if xs.dim() == 4:
+                xs = xs.contiguous(memory_format=layout)
+            for i in range(0, len(idx), bs):
+                yield xs[i : i + bs], ys[i : i + bs]
         return
     order = perm[:n_used].tolist()  # one host sync per epoch
     chunks = [order[i : i + bs] for i in range(0, n_used, bs)]
-    for chunk, batch in zip(chunks, x.loader(chunks, device), strict=True):
-        yield torch.tensor(chunk, device=device), batch.to(device, non_blocking=True)
+    for chunk_rows, batch in zip(chunks, x.loader(chunks, device), strict=True):
+        yield batch.to(device, non_blocking=True), y[torch.tensor(chunk_rows, device=device)]
 
 
 def predict_logits(model: nn.Module, x, batch_size: int = 2048) -> torch.Tensor:

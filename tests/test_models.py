@@ -72,8 +72,37 @@ def test_mlp_widths_per_layer_are_used():
 def test_cnn_picks_1d_or_2d_by_the_data():
     seq = models.create("cnn", {"blocks": 2}, spec((1, 40)))
     img = models.create("cnn", {"blocks": 2}, spec((1, 8, 8)))
-    assert any(isinstance(m, torch.nn.Conv1d) for m in seq)
-    assert any(isinstance(m, torch.nn.Conv2d) for m in img)
+    assert [m.kernel_size for m in seq if isinstance(m, torch.nn.Conv2d)] == [(1, 5)] * 2
+    assert [m.kernel_size for m in img if isinstance(m, torch.nn.Conv2d)] == [(5, 5)] * 2
+    assert seq(torch.randn(3, 1, 40)).shape == img(torch.randn(3, 1, 8, 8)).shape == (3, 4)
+
+
+@pytest.mark.parametrize("pooling", ["max", "avg", "none"])
+def test_a_sequence_cnn_computes_what_1d_layers_would(pooling):
+    """Sequences run as images one row high: the same function as Conv1d, BatchNorm1d and
+    1D pooling with the same weights, in training (batch statistics) and in eval."""
+    params = {"blocks": 3, "channels_l0": 6, "channels_l1": 5, "kernel_size": 3}
+    seq = models.create("cnn", {**params, "pooling": pooling}, spec((2, 24)))
+    one_d = []
+    for layer in list(seq)[1:]:  # without the Unflatten
+        if isinstance(layer, torch.nn.Conv2d):
+            conv = torch.nn.Conv1d(layer.in_channels, layer.out_channels, 3, padding=1, bias=False)
+            conv.weight.data = layer.weight.data[:, :, 0].clone()
+            layer = conv
+        elif isinstance(layer, torch.nn.BatchNorm2d):
+            norm = torch.nn.BatchNorm1d(layer.num_features)
+            norm.load_state_dict(layer.state_dict())
+            layer = norm
+        elif isinstance(layer, torch.nn.MaxPool2d):
+            layer = torch.nn.MaxPool1d(2)
+        elif isinstance(layer, torch.nn.AvgPool2d):
+            layer = torch.nn.AvgPool1d(2)
+        one_d.append(layer)
+    one_d = torch.nn.Sequential(*one_d)
+    x = torch.randn(16, 2, 24)
+    for mode in (True, False):
+        seq.train(mode), one_d.train(mode)
+        torch.testing.assert_close(seq(x), one_d(x), rtol=1e-5, atol=1e-5)
 
 
 def test_cnn_never_pools_a_tiny_image_to_nothing():

@@ -102,3 +102,50 @@ def test_splits_are_stratified_and_normalised_on_train_only(dataset):
     assert abs(float(dataset.x_train.std()) - 1) < 0.05
     # The test split is normalised with train statistics, so it is not exactly centred.
     assert dataset.x_test.mean().abs() > 1e-6
+
+
+FUSED_RECIPES = {
+    "adam": {"optimizer": "adam"},
+    "adam, weight decay": {"optimizer": "adam", "weight_decay": 0.01},
+    "adamw": {"optimizer": "adamw", "weight_decay": 0.05},
+    "sgd, nesterov": {"optimizer": "sgd", "momentum": 0.9, "weight_decay": 1e-3},
+    "sgd, no momentum": {"optimizer": "sgd", "momentum": 0.0},
+}
+
+
+@pytest.mark.parametrize("params", FUSED_RECIPES.values(), ids=FUSED_RECIPES)
+def test_the_direct_fused_step_is_bit_identical_to_optimizer_step(params):
+    """train.FusedStep calls the fused kernel itself: same weights and state as step(), to
+    the bit, through learning-rate changes and with a frozen parameter in the optimizer."""
+    recipe = train.Recipe.from_params({"lr": 0.01, **params}, epochs=3, seed=0)
+    runs = []
+    for direct in (False, True):
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+        model[0].bias.requires_grad_(False)  # no gradient: both must leave it alone
+        optimizer = train.make_optimizer(model, recipe, torch.device("cpu"))
+        step = train.FusedStep(optimizer) if direct else optimizer.step
+        if direct:
+            assert step.kernel is not None  # the fast path is the one under test
+        gen = torch.Generator().manual_seed(1)
+        for i in range(6):
+            optimizer.param_groups[0]["lr"] = 0.01 / (i + 1)  # as a schedule would
+            x, y = torch.randn(16, 6, generator=gen), torch.randint(0, 3, (16,), generator=gen)
+            optimizer.zero_grad(set_to_none=True)
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+            step()
+        state = [{k: v.clone() for k, v in optimizer.state[p].items()} for p in model.parameters()]
+        runs.append(([p.detach().clone() for p in model.parameters()], state))
+    (weights, state), (direct_weights, direct_state) = runs
+    assert all(torch.equal(a, b) for a, b in zip(weights, direct_weights, strict=True))
+    for a, b in zip(state, direct_state, strict=True):
+        assert a.keys() == b.keys()
+        assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_rmsprop_and_other_options_take_optimizer_step():
+    model = torch.nn.Linear(3, 2)
+    rmsprop = train.make_optimizer(model, train.Recipe(optimizer="rmsprop"), torch.device("cpu"))
+    assert train.FusedStep(rmsprop).kernel is None
+    amsgrad = torch.optim.Adam(model.parameters(), amsgrad=True, fused=True)
+    assert train.FusedStep(amsgrad).kernel is None

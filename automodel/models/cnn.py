@@ -3,6 +3,12 @@
 [Conv -> BatchNorm? -> activation -> pool?] x blocks -> Flatten -> Dropout? ->
 [Linear -> activation]? -> Linear. Pooling halves the length while it is at least 2, so small
 inputs (8x8 digits) never shrink to nothing.
+
+A sequence runs as an image one row high: Unflatten (C, L) -> (C, 1, L), then 2D layers with
+(1, k) kernels, the same arithmetic as Conv1d and friends. PyTorch's 2D kernels are the fast
+ones: in channels-last (train.fit uses it for 2D convolutions) a mnist1d CNN's training step
+is 1.3-2x faster on a CPU than with the 1D layers, whose max pooling alone took a fifth of
+the step.
 """
 
 from __future__ import annotations
@@ -24,11 +30,6 @@ PARAMS = {
     "head_width": Param("int", 0, low=0, high=4096),
 }
 
-_LAYERS = {
-    1: (nn.Conv1d, nn.BatchNorm1d, nn.MaxPool1d, nn.AvgPool1d),
-    2: (nn.Conv2d, nn.BatchNorm2d, nn.MaxPool2d, nn.AvgPool2d),
-}
-
 
 def build(params: dict, input_shape: tuple[int, ...], n_outputs: int) -> nn.Sequential:
     if len(input_shape) not in (2, 3):
@@ -37,20 +38,24 @@ def build(params: dict, input_shape: tuple[int, ...], n_outputs: int) -> nn.Sequ
             f"{tuple(input_shape)}; use search_space=mlp for tables"
         )
     p = {k: params.get(k, rule.default) for k, rule in PARAMS.items()}
-    conv, norm, max_pool, avg_pool = _LAYERS[len(input_shape) - 1]
     k = p["kernel_size"]
     size = min(input_shape[1:])
     layers: list[nn.Module] = []
     c_in = input_shape[0]
+    if len(input_shape) == 2:  # a sequence: one row high
+        layers.append(nn.Unflatten(1, (c_in, 1)))
+        kernel, padding, window = (1, k), (0, k // 2), (1, 2)
+    else:
+        kernel, padding, window = k, k // 2, 2
     for i in range(p["blocks"]):
         c_out = layer_value(params, "channels", i, PARAMS["channels"].default)
-        layers.append(conv(c_in, c_out, kernel_size=k, padding=k // 2, bias=not p["batch_norm"]))
+        layers.append(nn.Conv2d(c_in, c_out, kernel, padding=padding, bias=not p["batch_norm"]))
         if p["batch_norm"]:
-            layers.append(norm(c_out))
+            layers.append(nn.BatchNorm2d(c_out))
         layers.append(activation(p["activation"]))
         size = size + 2 * (k // 2) - k + 1
         if p["pooling"] != "none" and size >= 2:
-            layers.append((max_pool if p["pooling"] == "max" else avg_pool)(2))
+            layers.append((nn.MaxPool2d if p["pooling"] == "max" else nn.AvgPool2d)(window))
             size //= 2
         if size < 1:
             raise ValueError(f"kernel_size {k} is too large for input shape {tuple(input_shape)}")
