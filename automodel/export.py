@@ -38,7 +38,7 @@ from automodel import __version__, models
 from automodel.data import DataSpec
 from automodel.export_script import IMPORTS, RUNTIME
 from automodel.models import pretrained, resnet
-from automodel.models.blocks import ACTIVATIONS
+from automodel.models.blocks import ACTIVATIONS, FastDropout
 
 EXPORT_DIR = "export"
 SCRIPT = "best_model.py"
@@ -175,6 +175,7 @@ LAYERS[resnet.ResLinear] = Layer(
     {"activation": tuple(ACTIVATIONS)},
     source=inspect.getsource(resnet.ResLinear),
 )
+LAYERS[FastDropout] = Layer(("p",), source=inspect.getsource(FastDropout))
 # The pretrained family's backbone: the script builds it with torchvision (random weights, then
 # weights.pt), so it needs torchvision; `new_model` loads the pretrained weights it started from.
 LAYERS[pretrained.Backbone] = Layer(

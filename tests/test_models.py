@@ -9,6 +9,7 @@ import torch
 
 from automodel import models
 from automodel.data import DataSpec
+from automodel.models.blocks import FastDropout
 
 SHAPES = {"table": (12,), "sequence": (1, 40), "image": (1, 8, 8), "rgb": (3, 16, 16)}
 # Which data shapes each family accepts (a new family adds its line here).
@@ -113,3 +114,33 @@ def test_cnn_never_pools_a_tiny_image_to_nothing():
 def test_unknown_family_names_the_known_ones():
     with pytest.raises(ValueError, match="unknown model family 'rnn'; known: mlp, cnn"):
         models.create("rnn", {}, spec((3,)))
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5, 0.9])
+def test_fast_dropout_keeps_one_minus_p_and_the_mean(p):
+    drop = FastDropout(p)
+    torch.manual_seed(0)
+    x = torch.ones(1000, 1000)
+    out = drop(x)
+    kept = out != 0
+    assert abs(kept.float().mean().item() - (1 - p)) < 0.002  # 1e6 draws: ~6 sigma
+    assert abs(out.mean().item() - 1.0) < 0.01  # kept values scaled by 1 / (1 - p)
+    assert torch.allclose(out[kept], torch.full_like(out[kept], 65536 / (65536 - round(p * 65536))))
+    rows, cols = kept.float().mean(1), kept.float().mean(0)  # no position is favoured
+    assert rows.std() < 0.03 and cols.std() < 0.03
+    torch.manual_seed(0)
+    assert torch.equal(drop(x), out)  # the global seed decides the masks
+    assert not torch.equal(drop(x), out)  # and the next call draws new ones
+
+
+def test_fast_dropout_gradient_and_eval():
+    drop = FastDropout(0.3)
+    x = torch.randn(64, 33, requires_grad=True)  # 64*33 is not a multiple of 4
+    out = drop(x)
+    out.sum().backward()
+    torch.testing.assert_close(x.grad, (out != 0).float() / (1 - 0.3), rtol=1e-4, atol=0)
+    drop.eval()
+    assert torch.equal(drop(x), x)
+    assert torch.equal(FastDropout(0.0).train()(x), x)
+    with pytest.raises(ValueError, match="dropout probability has to be in"):
+        FastDropout(1.0)

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from automodel.hparams import Param, layer_value
-from automodel.models.blocks import ACTIVATIONS, activation
+from automodel.models.blocks import ACTIVATIONS, FastDropout, activation
 
 PARAMS = {
     "blocks": Param("int", 3, low=1, high=8),
@@ -66,7 +66,7 @@ def build(params: dict, input_shape: tuple[int, ...], n_outputs: int) -> nn.Sequ
     features.train()
     head: list[nn.Module] = [nn.Flatten()]
     if p["dropout"] > 0:
-        head.append(nn.Dropout(p["dropout"]))
+        head.append(FastDropout(p["dropout"]))
     if p["head_width"] > 0:
         head += [nn.Linear(n_flat, p["head_width"]), activation(p["activation"])]
         n_flat = p["head_width"]

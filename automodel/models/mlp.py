@@ -7,7 +7,7 @@ import math
 from torch import nn
 
 from automodel.hparams import Param, layer_value
-from automodel.models.blocks import ACTIVATIONS, activation
+from automodel.models.blocks import ACTIVATIONS, FastDropout, activation
 
 PARAMS = {
     "depth": Param("int", 2, low=1, high=16),
@@ -30,7 +30,7 @@ def build(params: dict, input_shape: tuple[int, ...], n_outputs: int) -> nn.Sequ
             layers.append(nn.BatchNorm1d(width))
         layers.append(activation(p["activation"]))
         if p["dropout"] > 0:
-            layers.append(nn.Dropout(p["dropout"]))
+            layers.append(FastDropout(p["dropout"]))
         width_in = width
     layers.append(nn.Linear(width_in, n_outputs))
     return nn.Sequential(*layers)

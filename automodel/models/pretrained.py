@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from automodel.hparams import Param
+from automodel.models.blocks import FastDropout
 
 # Any torchvision classification network fits (its last Linear is replaced); adding one here
 # is all it takes (and its fake weights in tests/conftest.py).
@@ -109,5 +110,5 @@ def build(params: dict, input_shape: tuple[int, ...], n_outputs: int) -> nn.Sequ
     backbone = Backbone(p["backbone"], input_shape[0], p["finetune"])
     if path is not None:
         backbone.load_pretrained(path)
-    head: list[nn.Module] = [nn.Dropout(p["dropout"])] if p["dropout"] > 0 else []
+    head: list[nn.Module] = [FastDropout(p["dropout"])] if p["dropout"] > 0 else []
     return nn.Sequential(backbone, *head, nn.Linear(backbone.out_features, n_outputs))

@@ -17,7 +17,7 @@ from __future__ import annotations
 from torch import nn
 
 from automodel.hparams import Param
-from automodel.models.blocks import ACTIVATIONS, activation
+from automodel.models.blocks import ACTIVATIONS, FastDropout, activation
 
 PARAMS = {
     "stages": Param("int", 2, low=1, high=5),
@@ -136,7 +136,7 @@ def build(params: dict, input_shape: tuple[int, ...], n_outputs: int) -> nn.Sequ
             c_in = c_out
     layers += [pool(1), nn.Flatten()]
     if p["dropout"] > 0:
-        layers.append(nn.Dropout(p["dropout"]))
+        layers.append(FastDropout(p["dropout"]))
     layers.append(nn.Linear(c_in, n_outputs))
     return nn.Sequential(*layers)
 
