@@ -3,8 +3,11 @@
 Nothing here knows about Optuna, MLflow or Hydra. The caller passes `on_epoch_end`, which
 may raise (the search raises `optuna.TrialPruned` through it) to stop training at once.
 
-Data that fits is held on the device as tensors and batched by indexing a permutation: no
-DataLoader, no per-step host sync (the loss is summed on the device and read once an epoch).
+Data that fits is held on the device as tensors and gathered in the order of a seeded
+permutation, a chunk of batches at a time: no DataLoader, no per-step host sync (the losses
+are kept on the device and read once an epoch). Models with 2D convolutions train in
+channels-last; fused optimizer kernels are called directly (FusedStep). The exported
+script's `train` (export_script.py) follows the same steps, so it reproduces a CPU trial.
 """
 
 from __future__ import annotations

@@ -113,8 +113,18 @@ FUSED_RECIPES = {
 }
 
 
+@pytest.mark.parametrize(
+    "device",
+    [
+        "cpu",
+        pytest.param(
+            "cuda",
+            marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU here"),
+        ),
+    ],
+)
 @pytest.mark.parametrize("params", FUSED_RECIPES.values(), ids=FUSED_RECIPES)
-def test_the_direct_fused_step_is_bit_identical_to_optimizer_step(params):
+def test_the_direct_fused_step_is_bit_identical_to_optimizer_step(params, device):
     """train.FusedStep calls the fused kernel itself: same weights and state as step(), to
     the bit, through learning-rate changes and with a frozen parameter in the optimizer."""
     recipe = train.Recipe.from_params({"lr": 0.01, **params}, epochs=3, seed=0)
@@ -122,8 +132,9 @@ def test_the_direct_fused_step_is_bit_identical_to_optimizer_step(params):
     for direct in (False, True):
         torch.manual_seed(0)
         model = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+        model.to(device)
         model[0].bias.requires_grad_(False)  # no gradient: both must leave it alone
-        optimizer = train.make_optimizer(model, recipe, torch.device("cpu"))
+        optimizer = train.make_optimizer(model, recipe, torch.device(device))
         step = train.FusedStep(optimizer) if direct else optimizer.step
         if direct:
             assert step.kernel is not None  # the fast path is the one under test
@@ -131,6 +142,7 @@ def test_the_direct_fused_step_is_bit_identical_to_optimizer_step(params):
         for i in range(6):
             optimizer.param_groups[0]["lr"] = 0.01 / (i + 1)  # as a schedule would
             x, y = torch.randn(16, 6, generator=gen), torch.randint(0, 3, (16,), generator=gen)
+            x, y = x.to(device), y.to(device)
             optimizer.zero_grad(set_to_none=True)
             torch.nn.functional.cross_entropy(model(x), y).backward()
             step()
