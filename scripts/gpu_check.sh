@@ -2,7 +2,8 @@
 # GPU check, one command on a machine with an NVIDIA GPU (about 5 minutes, at most 8):
 #   1. the environment: torch's CUDA build, the GPU, bf16 support;
 #   2. CUDA smoke searches (one short trial each, 1D and 2D CNNs) through the CLI;
-#   3. trials per minute with trials_per_device 1, 2 and 4 on GPU 0, with the GPU's mean
+#   3. the trainer's direct fused optimizer step, bit-identical to Optimizer.step on CUDA;
+#   4. trials per minute with trials_per_device 1, 2 and 4 on GPU 0, with the GPU's mean
 #      utilisation (nvidia-smi, sampled every 200 ms while trials run): benchmarks/parallel.py.
 #
 # usage: scripts/gpu_check.sh [--dry-run]
@@ -55,6 +56,13 @@ s = json.load(open(sys.argv[1]))
 print(f"{s['study']}: val {s['val']}, test {s['test']}, {s['wall_seconds']} s")
 EOF
 done
+
+echo "== the direct fused optimizer step against Optimizer.step, bit for bit (CPU and CUDA)"
+if python -c "import pytest" 2>/dev/null; then
+    python -m pytest -q -p no:cacheprovider tests/test_train.py -k fused_step
+else
+    echo "(pytest is not installed: skipped)"
+fi
 
 echo "== trials per minute (benchmarks/parallel.py ${BENCH[*]})"
 timeout "$LIMIT" python benchmarks/parallel.py "${BENCH[@]}"
