@@ -154,9 +154,9 @@ def _run(verb: str, overrides: list[str], show_cfg: str | None) -> int:
 
 
 def _export(run, command: str) -> int:
-    from automodel import search
+    from automodel import study_export
 
-    path = search.export_study(run, command)
+    path = study_export.export_study(run, command)
     print(path / "best_model.py")
     return 0
 

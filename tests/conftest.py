@@ -1,15 +1,22 @@
-"""Shared fixtures: the real composed config, shrunk to seconds and pointed at tmp_path."""
+"""Shared fixtures and helpers: the real composed config, shrunk to seconds and pointed at
+tmp_path; the command line run as a user would, to the end (`cli`) or in the background to be
+interrupted (`spawned`, `poll_study`); and the study a search left on disk (`load_study`)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import optuna
 import pytest
 
 from automodel import config
+from automodel import study as studylib
 
 ROOT = Path(__file__).resolve().parent.parent
 # Small and fast: tabular synthetic data, a few epochs, one thread, no MLflow unless asked.
@@ -23,6 +30,21 @@ FAST = [
     "tracking.enabled=false",
     "quiet=true",
 ]
+
+
+def digits_args(runs: Path, workers: int, n_trials: int = 12, max_epochs: int = 25) -> list[str]:
+    """A search slow enough (digits, no pruning, many epochs) to interrupt mid-trial."""
+    return [
+        "data=digits",
+        f"study.n_trials={n_trials}",
+        f"trainer.max_epochs={max_epochs}",
+        "study.pruner=none",
+        "tracking.enabled=false",
+        "trainer.threads=1",
+        f"workers={workers}",
+        "quiet=true",
+        f"runs_dir={runs}",
+    ]
 
 
 @pytest.fixture
@@ -49,6 +71,53 @@ def cli(
         text=True,
         timeout=timeout,
     )
+
+
+@contextlib.contextmanager
+def spawned(*args: str, **popen) -> Iterator[subprocess.Popen]:
+    """`python -m automodel ...` started in the background, as `cli` runs it, for tests that
+    interrupt or kill it. Output goes to text pipes unless `popen` says otherwise; leaving the
+    block SIGKILLs the process if it still runs, so a failing test leaves no search behind."""
+    opts = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True, **popen}
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "automodel", *args]
+    with subprocess.Popen(cmd, cwd=ROOT, env=env, **opts) as proc:
+        try:
+            yield proc
+        finally:
+            proc.kill()  # a no-op once it has exited
+            proc.wait()
+
+
+def load_study(study_dir: Path, storage_url: str | None = None) -> optuna.Study:
+    """The study a search wrote: named as its folder, on its journal unless `storage_url`."""
+    storage = studylib.open_storage(storage_url, study_dir)
+    return optuna.load_study(study_name=study_dir.name, storage=storage)
+
+
+def poll_study(
+    pick: Callable[[list[optuna.trial.FrozenTrial]], object],
+    study_dir: Path,
+    storage_url: str | None = None,
+    timeout: float = 120,
+    every: float = 0.1,
+):
+    """Read the trials of a study that a background search is writing, every `every` seconds,
+    until `pick(trials)` returns something truthy, which is returned; None once `timeout`
+    seconds pass. A study not created yet has no trials; its journal is never created here.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        time.sleep(every)
+        if storage_url is None and not (study_dir / "study.journal").exists():
+            continue
+        try:
+            trials = load_study(study_dir, storage_url).get_trials(deepcopy=False)
+        except (KeyError, FileNotFoundError):  # the search has not created the study yet
+            continue
+        if found := pick(trials):
+            return found
+    return None
 
 
 def tree(path: Path) -> list[str]:

@@ -3,18 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
-import sys
-import time
 
-import optuna
 import pytest
 from optuna.trial import TrialState
 
-from automodel import study as studylib
-from tests.conftest import FAST, ROOT, cli, tree
+from tests.conftest import FAST, cli, digits_args, load_study, poll_study, spawned, tree
 
 
 def test_search_end_to_end(tmp_path):
@@ -72,53 +66,26 @@ def test_bad_space_file_leaves_an_existing_study_untouched(tmp_path):
     assert after == before
 
 
-def _load(study_dir):
-    storage = studylib.open_storage(None, study_dir)
-    return optuna.load_study(study_name=study_dir.name, storage=storage)
-
-
 @pytest.mark.parametrize("workers", [1, 2])
 def test_sigkill_mid_search_then_rerun_resumes(tmp_path, workers):
     runs = tmp_path / "runs"
-    args = [
-        "search",
-        "data=digits",
-        "study.n_trials=12",
-        "trainer.max_epochs=25",
-        "study.pruner=none",
-        "tracking.enabled=false",
-        "trainer.threads=1",
-        f"workers={workers}",
-        "quiet=true",
-        f"runs_dir={runs}",
-    ]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "automodel", *args],
-        cwd=ROOT,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    journal = runs / "digits-mlp" / "study.journal"
-    deadline = time.monotonic() + 120
-    try:
-        # Kill once a few trials are done and others are in flight.
-        while time.monotonic() < deadline:
-            if journal.exists():
-                trials = _load(journal.parent).get_trials(deepcopy=False)
-                complete_before = {t.number for t in trials if t.state == TrialState.COMPLETE}
-                running = {t.number for t in trials if t.state == TrialState.RUNNING}
-                if len(complete_before) >= 3 and running:
-                    break
-            time.sleep(0.1)
-        else:
+    args = ["search", *digits_args(runs, workers)]
+    study_dir = runs / "digits-mlp"
+
+    def three_done_others_running(trials):
+        complete = {t.number for t in trials if t.state == TrialState.COMPLETE}
+        running = {t.number for t in trials if t.state == TrialState.RUNNING}
+        return (complete, running) if len(complete) >= 3 and running else None
+
+    # Kill once a few trials are done and others are in flight: leaving the block SIGKILLs it.
+    with spawned(*args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL):
+        seen = poll_study(three_done_others_running, study_dir)
+        if seen is None:
             pytest.fail("the search never reached three finished trials")
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+    complete_before, running = seen
     res = cli(*args)
     assert res.returncode == 0, res.stderr
-    trials = _load(journal.parent).get_trials()
+    trials = load_study(study_dir).get_trials()
     states = {t.number: t.state for t in trials}
     assert TrialState.RUNNING not in states.values()
     assert sum(s in (TrialState.COMPLETE, TrialState.PRUNED) for s in states.values()) == 12
@@ -127,5 +94,5 @@ def test_sigkill_mid_search_then_rerun_resumes(tmp_path, workers):
     assert all(states[n] in (TrialState.FAIL, TrialState.COMPLETE) for n in running)
     failed = [n for n, s in states.items() if s == TrialState.FAIL]
     assert failed, "the kill should have cost at least the trial in flight"
-    summary = json.loads((journal.parent / "summary.json").read_text())
+    summary = json.loads((study_dir / "summary.json").read_text())
     assert summary["counts"] == {"complete": 12, "pruned": 0, "failed": len(failed)}

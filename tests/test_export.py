@@ -22,7 +22,7 @@ import pytest
 import torch
 from torch import nn
 
-from automodel import config, export, models, search, train
+from automodel import config, export, models, search, study_export, train
 from automodel import data as datalib
 from automodel.data import DataSpec
 from tests.conftest import FAST, cli
@@ -528,7 +528,7 @@ def test_export_verb_best_and_other_trials(make_run):
     source = (export_dir / "best_model.py").read_text()
     assert f"Trial {other} of" in source and "test accuracy: " in source
     with pytest.raises(config.ConfigError, match=r"has no trial 7; its trials are 0\.\.2"):
-        search.export_study(make_run("trial=7"))
+        study_export.export_study(make_run("trial=7"))
 
 
 def test_export_verb_unknown_study_is_one_line_exit_2(tmp_path):

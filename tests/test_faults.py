@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 import resource
 import signal
 import subprocess
 import sys
-import time
 
-import optuna
 import pytest
 import torch
 from optuna.trial import TrialState
@@ -18,63 +15,34 @@ from optuna.trial import TrialState
 from automodel import models, search
 from automodel import study as studylib
 from automodel.hparams import Param
-from tests.conftest import FAST, ROOT, cli
-
-
-def _study(study_dir):
-    return optuna.load_study(
-        study_name=study_dir.name, storage=studylib.open_storage(None, study_dir)
-    )
-
-
-def _digits_args(runs, workers):
-    return [
-        "data=digits",
-        "study.n_trials=12",
-        "trainer.max_epochs=25",
-        "study.pruner=none",
-        "tracking.enabled=false",
-        "trainer.threads=1",
-        f"workers={workers}",
-        "quiet=true",
-        f"runs_dir={runs}",
-    ]
+from tests.conftest import FAST, ROOT, cli, digits_args, load_study, poll_study, spawned
 
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_sigint_stops_cleanly_and_the_study_resumes(tmp_path, workers):
     runs = tmp_path / "runs"
-    args = _digits_args(runs, workers)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "automodel", "search", *args],
-        cwd=ROOT,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    journal = runs / "digits-mlp" / "study.journal"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        time.sleep(0.2)
-        if journal.exists():
-            trials = _study(journal.parent).get_trials(deepcopy=False)
-            if (
-                sum(t.state == TrialState.COMPLETE for t in trials) >= 2
-                and trials[-1].state == TrialState.RUNNING
-            ):
-                break
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
+    args = digits_args(runs, workers)
+    study_dir = runs / "digits-mlp"
+
+    def two_done_one_running(trials):
+        return (
+            sum(t.state == TrialState.COMPLETE for t in trials) >= 2
+            and trials[-1].state == TrialState.RUNNING
+        )
+
+    with spawned("search", *args) as proc:
+        poll_study(two_done_one_running, study_dir, every=0.2)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "interrupted: finished trials are saved; rerun the same command to resume" in err
     assert "Traceback" not in err
-    states = [t.state for t in _study(journal.parent).get_trials()]
+    states = [t.state for t in load_study(study_dir).get_trials()]
     assert TrialState.RUNNING not in states  # the interrupted trials were recorded as failed
     assert TrialState.FAIL in states
     res = cli("search", *args)
     assert res.returncode == 0, res.stderr
-    states = [t.state for t in _study(journal.parent).get_trials()]
+    states = [t.state for t in load_study(study_dir).get_trials()]
     assert sum(s in studylib.FINISHED for s in states) == 12
 
 
@@ -108,7 +76,7 @@ def test_a_full_disk_is_one_clear_error_and_earlier_results_stay(tmp_path):
     for name, data in before.items():
         assert (study_dir / name).read_bytes() == data, name
     # The study still loads with every trial finished before; a rerun with space completes it.
-    assert sum(t.state == TrialState.COMPLETE for t in _study(study_dir).get_trials()) >= 3
+    assert sum(t.state == TrialState.COMPLETE for t in load_study(study_dir).get_trials()) >= 3
     res = cli("search", *args, "study.n_trials=6")
     assert res.returncode == 0, res.stderr
     summary = json.loads((study_dir / "summary.json").read_text())
@@ -157,7 +125,7 @@ def failing_family(monkeypatch, tmp_path):
 def test_trials_that_raise_or_run_out_of_memory_fail_with_their_reason(make_run, failing_family):
     run = make_run(failing_family, "study.n_trials=3")
     summary = search.search(run)
-    trials = _study(run.study_dir).get_trials()
+    trials = load_study(run.study_dir).get_trials()
     assert [t.state for t in trials[:3]] == [TrialState.FAIL, TrialState.FAIL, TrialState.COMPLETE]
     assert (
         trials[0].user_attrs["fail_reason"]

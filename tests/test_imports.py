@@ -19,6 +19,7 @@ FORBIDDEN_OURS = {
     "automodel.spaces",
     "automodel.__main__",
     "automodel.status",
+    "automodel.study_export",
 }
 
 

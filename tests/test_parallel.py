@@ -9,17 +9,15 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
-import time
 import uuid
+from pathlib import Path
 
 import optuna
 import pytest
 from optuna.trial import TrialState
 
 from automodel import study as studylib
-from tests.conftest import FAST, ROOT, cli
+from tests.conftest import FAST, cli, digits_args, load_study, poll_study, spawned
 
 PG_URL = os.environ.get("AUTOMODEL_TEST_POSTGRES_URL")
 needs_pg = pytest.mark.skipif(
@@ -33,11 +31,15 @@ def storage_args(kind: str) -> list[str]:
     return [f"study.storage={PG_URL}", f"study.name=t-{uuid.uuid4().hex[:10]}"]
 
 
-def load(runs, args: list[str]) -> optuna.Study:
+def where(runs, args: list[str]) -> tuple[Path, str | None]:
+    """(study folder, storage URL) of the search that `args` run."""
     url = next((a.split("=", 1)[1] for a in args if a.startswith("study.storage=")), None)
     name = next((a.split("=", 1)[1] for a in args if a.startswith("study.name=")), "synthetic-mlp")
-    storage = studylib.open_storage(url, runs / name)
-    return optuna.load_study(study_name=name, storage=storage)
+    return runs / name, url
+
+
+def load(runs, args: list[str]) -> optuna.Study:
+    return load_study(*where(runs, args))
 
 
 KINDS = ["journal", pytest.param("postgres", marks=needs_pg)]
@@ -72,51 +74,27 @@ def test_two_workers_share_one_exact_budget(tmp_path, kind):
     assert summary["counts"]["complete"] + summary["counts"]["pruned"] == 12
 
 
+def _worker_trial(trials, parent_pid: int) -> tuple[int, int] | None:
+    """(trial number, pid) of a trial from #2 on that a worker, not the parent, is running."""
+    for t in trials:
+        owner = t.user_attrs.get(studylib.WORKER_ATTR, "")
+        pid = int(owner.rsplit(":", 1)[1]) if owner else None
+        if t.state == TrialState.RUNNING and pid and pid != parent_pid and t.number >= 2:
+            return (t.number, pid)
+    return None
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_a_killed_worker_does_not_stop_the_others(tmp_path, kind):
     runs = tmp_path / "runs"
-    args = [
-        "data=digits",
-        "study.n_trials=10",
-        "trainer.max_epochs=30",
-        "study.pruner=none",
-        "tracking.enabled=false",
-        "trainer.threads=1",
-        "workers=2",
-        "quiet=true",
-        f"runs_dir={runs}",
-        *storage_args(kind),
-    ]
+    args = [*digits_args(runs, 2, n_trials=10, max_epochs=30), *storage_args(kind)]
     if kind == "journal":
         args.append("study.name=digits-mlp")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "automodel", "search", *args],
-        cwd=ROOT,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    victim = None
-    deadline = time.monotonic() + 120
-    try:
-        while victim is None and time.monotonic() < deadline:
-            time.sleep(0.1)
-            try:
-                trials = load(runs, args).get_trials(deepcopy=False)
-            except (KeyError, FileNotFoundError):
-                continue
-            for t in trials:
-                owner = t.user_attrs.get(studylib.WORKER_ATTR, "")
-                pid = int(owner.rsplit(":", 1)[1]) if owner else None
-                if t.state == TrialState.RUNNING and pid and pid != proc.pid and t.number >= 2:
-                    victim = (t.number, pid)
-                    os.kill(pid, signal.SIGKILL)
-                    break
+    with spawned("search", *args) as proc:
+        victim = poll_study(lambda trials: _worker_trial(trials, proc.pid), *where(runs, args))
         assert victim, "no worker trial to kill"
+        os.kill(victim[1], signal.SIGKILL)
         _out, err = proc.communicate(timeout=300)
-    finally:
-        proc.kill()
     assert proc.returncode == 0, err
     assert "exited with code -9" in err
     states = {t.number: t.state for t in load(runs, args).get_trials()}
@@ -149,30 +127,13 @@ def test_workers_on_two_hosts_join_one_postgres_study(tmp_path):
     pg = storage_args("postgres")
     first = [*FAST, f"runs_dir={tmp_path / 'a'}", "study.n_trials=2", *pg]
     assert cli("search", *first).returncode == 0
-    env = {"OMP_NUM_THREADS": "1"}
-    procs = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "automodel",
-                "worker",
-                *FAST,
-                f"runs_dir={tmp_path / h}",
-                "study.n_trials=14",
-                *pg,
-            ],
-            cwd=ROOT,
-            env={**os.environ, **env},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for h in ("b", "c")
-    ]
-    for p in procs:
-        _, err = p.communicate(timeout=300)
-        assert p.returncode == 0, err
+    with (
+        spawned("worker", *FAST, f"runs_dir={tmp_path / 'b'}", "study.n_trials=14", *pg) as b,
+        spawned("worker", *FAST, f"runs_dir={tmp_path / 'c'}", "study.n_trials=14", *pg) as c,
+    ):
+        for p in (b, c):
+            _, err = p.communicate(timeout=300)
+            assert p.returncode == 0, err
     trials = load(tmp_path, first).get_trials()
     real = [t for t in trials if not studylib.is_surplus(t)]
     assert sum(t.state in studylib.FINISHED for t in real) == 14

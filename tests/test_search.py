@@ -14,13 +14,11 @@ from automodel import models, search
 from automodel import study as studylib
 from automodel.config import ConfigError
 from automodel.hparams import Param
+from tests.conftest import load_study
 
 
 def _trials(run):
-    study = optuna.load_study(
-        study_name=run.study.name, storage=studylib.open_storage(None, run.study_dir)
-    )
-    return study.get_trials(deepcopy=False)
+    return load_study(run.study_dir).get_trials(deepcopy=False)
 
 
 def test_search_writes_the_documented_outputs(make_run):
@@ -49,10 +47,7 @@ def test_search_writes_the_documented_outputs(make_run):
         assert (run.study_dir / name).is_file(), name
     # Only the top-k trials keep weights, and they are the best ones.
     kept = sorted(int(p.name) for p in (run.study_dir / "trials").iterdir())
-    study = optuna.load_study(
-        study_name=run.study.name, storage=studylib.open_storage(None, run.study_dir)
-    )
-    ranked = [t.number for t in studylib.ranked(study)]
+    ranked = [t.number for t in studylib.ranked(load_study(run.study_dir))]
     assert kept == sorted(ranked[:2])
     ckpt = torch.load(run.study_dir / "best_model.pt", weights_only=True)
     assert ckpt["trial"] == summary["best_trial"] and ckpt["test"] == summary["test"]

@@ -15,8 +15,7 @@ from sklearn import metrics as skm
 
 from automodel import config, metrics, models, search, train
 from automodel import data as datalib
-from automodel import study as studylib
-from tests.conftest import FAST, cli, tree
+from tests.conftest import FAST, cli, load_study, tree
 from tests.test_export import _script, blocker  # noqa: F401 (a fixture)
 
 REGRESSION = ["data.task=regression", "data.n_samples=300"]
@@ -74,9 +73,7 @@ def test_regression_search_minimises_rmse_and_reports_every_metric(make_run, blo
     run = make_run(*REGRESSION, "study.n_trials=3", "study.keep_top_k=2", "study.pruner=none")
     summary = search.search(run, "test")
     assert set(summary["val"]) == set(summary["test"]) == {"rmse", "mae", "r2"}
-    study = optuna.load_study(
-        study_name=run.study.name, storage=studylib.open_storage(None, run.study_dir)
-    )
+    study = load_study(run.study_dir)
     assert study.direction == optuna.study.StudyDirection.MINIMIZE
     complete = [t for t in study.get_trials() if t.state == TrialState.COMPLETE]
     assert summary["best_trial"] == min(complete, key=lambda t: (t.value, t.number)).number

@@ -30,7 +30,7 @@ from automodel import config, logqueue, models, search, tracking, ui
 from automodel import study as studylib
 from automodel.config import ConfigError
 from automodel.hparams import Param
-from tests.conftest import FAST, ROOT, cli
+from tests.conftest import FAST, ROOT, cli, load_study, spawned
 
 TRACKED = [o for o in FAST if not o.startswith("tracking.")] + ["tracking.enabled=true"]
 
@@ -253,25 +253,10 @@ def test_a_killed_search_resumes_under_the_same_parent(tmp_path):
     """Curves grow while the trial runs; after SIGKILL the rerun ends the orphan run FAILED."""
     runs = tmp_path / "runs"
     args = [*TRACKED, f"runs_dir={runs}", "study.pruner=none", "study.n_trials=2"]
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "automodel",
-            "search",
-            *args,
-            "trainer.max_epochs=3000",
-            "quiet=false",
-        ],
-        cwd=ROOT,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
     live = None
-    try:
+    with spawned("search", *args, "trainer.max_epochs=3000", "quiet=false") as proc:
         # Read the store only once the search has created it ("mlflow: run ..." is printed).
-        while not proc.stdout.readline().startswith(b"mlflow: run") and proc.poll() is None:
+        while not proc.stdout.readline().startswith("mlflow: run") and proc.poll() is None:
             pass
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and proc.poll() is None:
@@ -281,11 +266,7 @@ def test_a_killed_search_resumes_under_the_same_parent(tmp_path):
                 break
         else:
             pytest.fail(f"no live curve seen; search stderr: {proc.stderr.read()[-2000:]}")
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        proc.stdout.close()
-        proc.stderr.close()
+        # Leaving the block SIGKILLs the search.
     res = cli("search", *args, "trainer.max_epochs=2")
     assert res.returncode == 0, res.stderr
     client = _client(runs)
@@ -296,8 +277,7 @@ def test_a_killed_search_resumes_under_the_same_parent(tmp_path):
     assert killed.data.tags[tracking.STATE_TAG] == "failed"
     assert "died" in killed.data.tags[tracking.REASON_TAG]
     assert "RUNNING" not in {r.info.status for r in children}
-    storage = studylib.open_storage(None, runs / "synthetic-mlp")
-    trials = optuna.load_study(study_name="synthetic-mlp", storage=storage).trials
+    trials = load_study(runs / "synthetic-mlp").trials
     assert len(children) == len(trials)
 
 

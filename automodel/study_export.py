@@ -1,0 +1,112 @@
+"""The `export` verb: write <study>/export/ for a finished study's best trial or another one.
+
+    export_study(run) -> the export folder, from best_model.pt or from trial `run.trial`
+
+export.py turns a checkpoint into code; this module finds the checkpoint on disk (or retrains
+the trial, as the search would have) with the settings the study was searched with.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import optuna
+import torch
+from optuna.trial import TrialState
+
+from automodel import config, export, outputs, search
+from automodel.config import ConfigError, RunConfig
+
+
+def export_study(run: RunConfig, command: str = "") -> Path:
+    """`python -m automodel export`: write <study>/export/ for the best trial or `run.trial`.
+
+    The best trial comes from best_model.pt. Another trial comes from its kept weights, or is
+    retrained from its seed (like best_model) when they were not kept; both take the data and
+    trainer settings the study was searched with (its config.yaml), not this command's.
+    """
+    study_dir = run.study_dir
+    if not (study_dir / "config.yaml").is_file():
+        raise ConfigError(
+            f"no study {run.study.name!r} under {run.runs_dir}/; "
+            "list them with: python -m automodel status"
+        )
+    summary = _read_json(study_dir / "summary.json")
+    if run.trial is None or run.trial == summary.get("best_trial"):
+        if not (study_dir / "best_model.pt").is_file():
+            raise ConfigError(
+                f"study {run.study.name!r} has no best model yet; finish its search first"
+            )
+        ckpt = outputs.load_checkpoint(study_dir / "best_model.pt")
+    else:
+        ckpt = _trial_checkpoint(run, run.trial)
+    prov = export.provenance(
+        run.study.name, command, summary.get("mlflow_run_id"), summary.get("command")
+    )
+    try:
+        return export.write(study_dir, ckpt, prov)
+    except export.ExportError as err:
+        raise ConfigError(f"cannot export trial {ckpt['trial']}: {err}") from None
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _trial_checkpoint(run: RunConfig, number: int) -> dict:
+    """Trial `number`'s checkpoint, with its test metric measured now."""
+    if number < 0:
+        raise ConfigError(f"trial must be a trial number >= 0, got {number}")
+    saved = _searched_with(run)
+    plan = search.prepare(saved)
+    search._quiet_optuna()
+    study = optuna.load_study(study_name=saved.study.name, storage=search._storage(saved))
+    trials = {t.number: t for t in study.get_trials(deepcopy=False)}
+    if number not in trials:
+        raise ConfigError(
+            f"study {run.study.name!r} has no trial {number}; its trials are 0..{len(trials) - 1}"
+        )
+    trial = trials[number]
+    if trial.state != TrialState.COMPLETE:
+        raise ConfigError(
+            f"trial {number} of study {run.study.name!r} is {trial.state.name.lower()}; "
+            "only complete trials can be exported"
+        )
+    kept = outputs.trial_checkpoint(run.study_dir, number)
+    if not kept.exists() and not run.quiet:
+        print(
+            f"trial {number} kept no weights (only the top study.keep_top_k trials do): "
+            f"retraining it from its seed into {kept}",
+            file=sys.stderr,
+            flush=True,
+        )
+    device = torch.device("cpu")
+    if saved.trainer.threads:  # as the trial ran: a thread count can change the last bits
+        torch.set_num_threads(saved.trainer.threads)
+    model, ckpt = search.best_model(plan, trial, device)
+    ckpt["test"] = search.test_metrics(model.to(device), plan.data, saved.trainer.eval_batch_size)
+    return ckpt
+
+
+def _searched_with(run: RunConfig) -> RunConfig:
+    """The settings the study was searched with: its config.yaml and its own search space.
+
+    The storage URL is masked on disk, so it comes from this command line (as for status).
+    """
+    import yaml
+    from omegaconf import OmegaConf
+
+    saved = yaml.safe_load((run.study_dir / "config.yaml").read_text())
+    saved.update(
+        search_space=str(run.study_dir / "search_space.yaml"),
+        runs_dir=run.runs_dir,
+        trial=None,
+        quiet=run.quiet,
+    )
+    saved["study"]["storage"] = run.study.storage
+    return config.to_run_config(OmegaConf.create(saved))
