@@ -111,7 +111,7 @@ def open_study(plan: Plan, seed_offset: int = 0, must_exist: bool = False) -> op
     )
     if must_exist and run.study.storage is None and not (run.study_dir / "study.journal").exists():
         raise missing  # before opening the journal, which would create it
-    storage = _storage(run)
+    storage = open_study_storage(run)
     identity = {"space": plan.space.source, "data": config.as_dict(run)["data"]}
     try:
         existing = optuna.load_study(study_name=run.study.name, storage=storage).user_attrs
@@ -144,7 +144,8 @@ def _storage_label(run: RunConfig) -> str:
     return config.mask_url(run.study.storage) or str(run.study_dir / "study.journal")
 
 
-def _storage(run: RunConfig) -> optuna.storages.BaseStorage:
+def open_study_storage(run: RunConfig) -> optuna.storages.BaseStorage:
+    """The study storage of `run`; a storage that cannot be opened is a one-line ConfigError."""
     if run.study.storage is None:
         return studylib.open_storage(None, run.study_dir)
     try:
@@ -414,7 +415,7 @@ def search(run: RunConfig, command: str = "", attach: bool = False) -> dict:
         slots = devices.plan(run.devices, run.workers, run.trials_per_device, run.trainer.threads)
     except ValueError as err:
         raise ConfigError(str(err)) from None
-    _quiet_optuna()
+    quiet_optuna()
     study = open_study(plan, must_exist=attach)
     write_run_files(plan)
     stale = studylib.fail_dead_local_trials(study, include_unowned=run.study.storage is None)
@@ -480,7 +481,7 @@ def run_slot(
     A worker process logs to MLflow through a tracker of its own, attached to the parent run
     that the search process opened.
     """
-    _quiet_optuna()
+    quiet_optuna()
     device = _device(slot, pinned)
     study = open_study(plan, seed_offset=index, must_exist=True)
     if tracker is not None or not plan.run.tracking.enabled:
@@ -524,7 +525,7 @@ def _device(slot: devices.Slot, pinned: bool) -> torch.device:
     return torch.device("cuda:0" if pinned else f"cuda:{slot.gpu}")
 
 
-def _quiet_optuna() -> None:
+def quiet_optuna() -> None:
     # Our progress lines replace Optuna's per-trial INFO logs; failures are reported by us.
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     logging.getLogger("optuna").setLevel(logging.ERROR)

@@ -64,8 +64,8 @@ def _trial_checkpoint(run: RunConfig, number: int) -> dict:
         raise ConfigError(f"trial must be a trial number >= 0, got {number}")
     saved = _searched_with(run)
     plan = search.prepare(saved)
-    search._quiet_optuna()
-    study = optuna.load_study(study_name=saved.study.name, storage=search._storage(saved))
+    search.quiet_optuna()
+    study = optuna.load_study(study_name=saved.study.name, storage=search.open_study_storage(saved))
     trials = {t.number: t for t in study.get_trials(deepcopy=False)}
     if number not in trials:
         raise ConfigError(

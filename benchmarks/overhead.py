@@ -79,7 +79,7 @@ def measure(overrides: list[str], runs_dir: str) -> dict[str, float]:
         )
     )
     plan = search.prepare(run)
-    search._quiet_optuna()
+    search.quiet_optuna()
     study = search.open_study(plan)
     for params in plan.space.enqueue:
         study.enqueue_trial(params, skip_if_exists=True)
