@@ -83,6 +83,8 @@ _NOT_SETTINGS = ("quiet", "trial", "ui")
 _BATCH = 100  # MLflow accepts at most 100 params and 100 tags per log_batch
 _FLUSH_SECONDS = logqueue.FLUSH_SECONDS
 _SETTLE_SECONDS = 1.0  # a new parent run on a server: wait before checking for a racer
+# `open` waits for the first epoch to end, but no longer than this, before opening the store.
+_OPEN_DELAY_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -187,6 +189,7 @@ class Tracker:
         self._attach_lock = threading.Lock()
         self._opened = threading.Event()  # set: no open() in flight
         self._opened.set()
+        self._go = threading.Event()  # set: open() may start (the first trial is under way)
         self._error: ConfigError | None = None  # what open() met in the background
         self._writer = logqueue.Writer(_Sink(self), self._warn)
         atexit.register(self.close)
@@ -202,6 +205,11 @@ class Tracker:
         parent run) takes seconds: trials start meanwhile and their writes queue behind it, so
         none is lost. If it fails, trial calls and `wait` raise its ConfigError (`check`), and
         nothing is written. `on_open(self)` runs once the parent run is known.
+
+        The opening starts once the first epoch has ended (or a trial, or after at most
+        _OPEN_DELAY_SECONDS): it is seconds of Python, and in a thread it would hold the
+        interpreter lock half the time while the first trial starts up, which is Python too
+        (torch imports its compiler stack at the first optimizer), gaining nothing.
         """
         self._check_store()
         # Trials that end from now on have a live writer that ends their runs: only those
@@ -215,18 +223,20 @@ class Tracker:
         self._writer.put(("call", lambda: self._open(plan, study, finished, on_open)))
 
     def _open(self, plan, study, finished: set[int] | None, on_open) -> None:
+        self._go.wait(_OPEN_DELAY_SECONDS)
         try:
-            if plan is None:
-                self.attach()
-            else:
-                self.start_study(plan, study, finished)
-        except Exception as err:
-            self._error = err if isinstance(err, ConfigError) else self._unusable(err)
-            raise self._error from None
+            try:
+                if plan is None:
+                    self.attach()
+                else:
+                    self.start_study(plan, study, finished)
+            except Exception as err:
+                self._error = err if isinstance(err, ConfigError) else self._unusable(err)
+                raise self._error from None
+            if on_open is not None:
+                on_open(self)  # before `wait` returns: its line comes before the summary
         finally:
             self._opened.set()
-        if on_open is not None:
-            on_open(self)
 
     def check(self) -> None:
         """Raise the ConfigError that opening the store in the background met, if any."""
@@ -235,6 +245,7 @@ class Tracker:
 
     def wait(self) -> str:
         """The parent run's id, once `open` is done. Raises its ConfigError if it failed."""
+        self._go.set()
         self._opened.wait()
         self.check()
         return self.attach()
@@ -461,6 +472,7 @@ class Tracker:
         """Queue one epoch's metrics at step=epoch; the writer sends them within moments."""
         started = time.perf_counter()
         self.check()  # a store that failed to open stops the search at the epoch's end
+        self._go.set()
         now = _now_ms()
         metrics = [
             *((f"val_{name}", value, now, epoch.epoch) for name, value in epoch.val.items()),
@@ -479,6 +491,7 @@ class Tracker:
         """
         started = time.perf_counter()
         self.check()
+        self._go.set()
         start_ms = _ms(trial.datetime_start) or _now_ms()
         device = str(trial.user_attrs.get("device", ""))
         spec = self._run_spec(
@@ -682,6 +695,7 @@ class Tracker:
         if self._closed:
             return
         self._closed = True
+        self._go.set()
         interrupted = isinstance(error, KeyboardInterrupt)
         reason = "interrupted (Ctrl-C)" if interrupted else (_reason(error) if error else None)
         status = "KILLED" if interrupted else "FAILED"
