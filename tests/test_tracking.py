@@ -431,6 +431,59 @@ def test_queued_metrics_are_merged_per_trial_in_order():
     ]
 
 
+class _ListSink:
+    """A logqueue sink that records what it is asked to write."""
+
+    def __init__(self):
+        self.calls = []
+
+    def create(self, spec):
+        self.calls.append(("create", spec["run_name"]))
+        return spec["run_name"]
+
+    def log(self, run_id, metrics, params):
+        self.calls.append(("log", run_id, len(metrics)))
+
+    def end(self, run_id, status, end_ms, tags, metrics):
+        self.calls.append(("end", run_id, status))
+
+    def abandon(self, run_id, status, reason):
+        self.calls.append(("abandon", run_id, status))
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_writes_queued_behind_a_call_wait_for_it_or_are_dropped_if_it_fails(fails):
+    sink, warnings, gate = _ListSink(), [], threading.Event()
+
+    def opening():
+        assert gate.wait(30)
+        if fails:
+            raise RuntimeError("no store")
+
+    writer = logqueue.Writer(sink, warnings.append)
+    writer.put(("call", opening))
+    m = [("val_accuracy", 0.5, 0, 1)]
+    writer.put(("start", 0, {"run_name": "trial-0"}, m))
+    writer.put(("end", 0, {"run_name": "trial-0"}, ("FINISHED", 0, {}, m)))
+    writer.put(("start", 1, {"run_name": "trial-1"}, []))
+    assert not writer.flush(timeout=0.5) and sink.calls == []  # held behind the call
+    gate.set()
+    assert writer.flush(timeout=30)
+    writer.close("KILLED", "stopped")
+    if fails:
+        assert sink.calls == [] and writer.failed
+        assert warnings == ["pending writes not sent after 0 s"]  # the flush above, nothing else
+    else:
+        assert sink.calls == [
+            ("create", "trial-0"),
+            ("log", "trial-0", 1),
+            ("end", "trial-0", "FINISHED"),
+            ("create", "trial-1"),
+            ("log", "trial-1", 0),
+            ("abandon", "trial-1", "KILLED"),
+        ]
+
+
 # -- the `ui` verb over the shared store, a search through it, a headless browser on it ---------
 
 
