@@ -6,6 +6,10 @@ The trial's thread only puts ops on a queue:
     ("metrics", n, metrics)         metrics as (key, value, timestamp_ms, step) tuples
     ("end", n, spec, ending)        end it: ending = (status, end_ms, tags, metrics); opens the
                                     run first if no "start" came (a trial that failed early)
+    ("call", fn)                    run fn() here, before the ops queued after it: opening the
+                                    store off the trial's path. If it raises, every later write
+                                    is dropped (flush and close still answer): a store that
+                                    cannot be opened is the caller's error to report, once
 
 The thread gathers ops for up to GATHER_SECONDS, merges each trial's metrics into one write,
 and calls a sink (tracking.py's MLflow writes; nothing here knows MLflow):
@@ -37,6 +41,7 @@ class Writer:
         self.cpu_seconds = 0.0  # CPU time of the thread: what it takes from training on a CPU
         self.runs: dict[int, str] = {}
         self.open: set[int] = set()
+        self.failed = False  # a "call" raised: later writes are dropped
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._loop, name="automodel-tracking", daemon=True)
         self._thread.start()
@@ -81,7 +86,7 @@ class Writer:
         """Block for one op, then collect more for up to GATHER_SECONDS (not past a flush)."""
         ops = [self._queue.get()]
         deadline = time.monotonic() + GATHER_SECONDS
-        while ops[-1][0] not in ("sync", "close"):
+        while ops[-1][0] not in ("sync", "close", "call"):
             left = deadline - time.monotonic()
             if left <= 0:
                 break
@@ -96,6 +101,13 @@ class Writer:
         kind = op[0]
         if kind == "sync":
             op[1].set()
+        elif kind == "call":
+            try:
+                op[1]()
+            except Exception:
+                self.failed = True
+        elif self.failed and kind != "close":
+            pass  # no store to write to
         elif kind == "close":
             _, status, reason, done = op
             for number in sorted(self.open):

@@ -409,6 +409,10 @@ def search(run: RunConfig, command: str = "", attach: bool = False) -> dict:
     start = time.monotonic()
     deadline = time.time() + run.study.timeout if run.study.timeout else math.inf
     plan = prepare(run)
+    if run.tracking.enabled:  # a store that cannot work is refused before anything is written
+        from automodel import tracking
+
+        tracking.check_store(tracking.store(run))
     for warning in plan.data.warnings:
         print(f"warning: {warning}", file=sys.stderr, flush=True)
     try:
@@ -450,21 +454,27 @@ def search(run: RunConfig, command: str = "", attach: bool = False) -> dict:
 
 
 def _tracker(plan: Plan, study: optuna.Study):
-    """The study's MLflow tracker, or None with tracking.enabled=false (mlflow never imported)."""
+    """The study's MLflow tracker, or None with tracking.enabled=false (mlflow never imported).
+
+    It opens the store in the background: the first trial starts at once (issue 7).
+    """
     run = plan.run
     if not run.tracking.enabled:
         return None
     from automodel import tracking
 
     tracker = tracking.Tracker(run)
-    tracker.start_study(plan, study)
-    if not run.quiet:
-        print(
-            f"mlflow: run {tracker.parent_id} in experiment {run.tracking.experiment} at "
-            f"{tracker.store.shown} (browse: python -m automodel ui)",
-            flush=True,
-        )
+    tracker.open(plan, study, on_open=None if run.quiet else _announce)
     return tracker
+
+
+def _announce(tracker) -> None:
+    # From the tracker's thread, between progress lines: one write, so lines stay whole.
+    sys.stdout.write(
+        f"mlflow: run {tracker.parent_id} in experiment {tracker.run.tracking.experiment} at "
+        f"{tracker.store.shown} (browse: python -m automodel ui)\n"
+    )
+    sys.stdout.flush()
 
 
 def run_slot(
@@ -490,7 +500,7 @@ def run_slot(
     from automodel import tracking
 
     tracker = tracking.Tracker(plan.run)
-    tracker.attach()
+    tracker.open()  # attaches in the background, like the search process's start_study
     try:
         run_trials(plan, study, device, tracker, start, deadline)
     except BaseException as err:
@@ -575,7 +585,7 @@ def finish(
         "command": command,
     }
     if tracker is not None:
-        summary["mlflow_run_id"] = tracker.parent_id  # before the export: its provenance names it
+        summary["mlflow_run_id"] = tracker.wait()  # before the export: its provenance names it
     summary["export"] = _export(study_dir, ckpt, summary)
     outputs.write_json(study_dir / "summary.json", summary)
     if tracker is not None:

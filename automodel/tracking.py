@@ -1,7 +1,9 @@
 """MLflow tracking: a parent run per study, a child run per trial, the best model registered.
 
     store(run)                   where runs go: sqlite:///<runs_dir>/mlflow.db unless tracking.uri
-    Tracker(run)
+    Tracker(run)                 cheap: nothing imported or opened yet
+      .open(plan, study)         start_study on the writer thread; .open() attach there (workers)
+      .check() / .wait()         raise what opening met / wait for the parent run's id
       .start_study(plan, study)  find or create the study's parent run, log its settings, end
                                  child runs that a killed process left RUNNING
       .attach()                  a worker process: find the same parent (never a second one)
@@ -10,12 +12,18 @@
       .finish_study(...)         parent metrics, summary, plots, the best model and its version
       .close(error)              flush; end what this process left open
 
-Only this module imports mlflow, and only when a Tracker is made: `tracking.enabled=false`
+Only this module imports mlflow, and only once a Tracker opens the store: `tracking.enabled=false`
 never loads it. Every write names its run id through one `MlflowClient` (never the fluent
 active-run stack), so concurrent trials, threads and processes cannot mix runs up. Trial
 writes go through a background thread (`logqueue.Writer`) that sends what queued up within
 half a second as one `log_batch` per run: a trial pays for appending to a queue, and a user
 watching the UI sees each epoch's point moments after the epoch ends.
+
+Opening the store (importing mlflow, creating and migrating a new sqlite database, the parent
+run) takes 2-7 s on a small machine: `open` does it on that same thread, first, so the first
+trial trains meanwhile and its writes wait in the queue behind it. A store that cannot work
+is refused before any trial where that is cheap to see (`check_store`); otherwise the error
+stops the search at the end of the first epoch after it, as a ConfigError (exit code 2).
 
 Every URL that reaches a param, a tag, an artifact or the console goes through
 `config.mask_url` first.
@@ -75,6 +83,8 @@ _NOT_SETTINGS = ("quiet", "trial", "ui")
 _BATCH = 100  # MLflow accepts at most 100 params and 100 tags per log_batch
 _FLUSH_SECONDS = logqueue.FLUSH_SECONDS
 _SETTLE_SECONDS = 1.0  # a new parent run on a server: wait before checking for a racer
+# `open` waits for the first epoch to end, but no longer than this, before opening the store.
+_OPEN_DELAY_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -106,41 +116,155 @@ def store(run: RunConfig) -> Store:
     return Store(uri, str(root / "mlartifacts"))
 
 
+def check_store(s: Store) -> None:
+    """Refuse, quickly and without mlflow, a store that cannot work: a server that does not
+    answer, a file that is not a SQLite database, a database driver that is not installed.
+
+    Raises ConfigError. A database that refuses the connection shows only once it is opened.
+    """
+    if s.is_server:
+        _probe_server(s)
+    elif s.uri.startswith("sqlite:///"):
+        path = Path(s.uri[len("sqlite:///") :].split("?")[0])
+        if path.is_dir():
+            raise _unusable(s, f"{path} is a folder")
+        if path.is_file() and path.stat().st_size > 0:
+            with open(path, "rb") as f:
+                if f.read(16) != b"SQLite format 3\x00":
+                    raise _unusable(s, f"{path} is not a SQLite database")
+    elif not s.uri.startswith("sqlite:"):
+        from sqlalchemy.engine import make_url
+
+        try:
+            make_url(s.uri).get_dialect().import_dbapi()
+        except Exception as err:  # the driver is missing; a malformed URL
+            raise _unusable(s, _reason(err)) from None
+
+
+def _probe_server(s: Store) -> None:
+    # MLflow's REST client retries an unreachable server for minutes; ask once, briefly.
+    url = s.uri.rstrip("/") + "/health"
+    try:
+        urllib.request.urlopen(_without_credentials(url), timeout=5).close()
+    except (OSError, urllib.error.URLError) as err:
+        raise ConfigError(
+            f"tracking.uri {s.shown!r} does not answer ({_mask(_reason(err))}); "
+            "start the server, fix the URL, or use tracking.enabled=false"
+        ) from None
+
+
+def _unusable(s: Store, reason: str) -> ConfigError:
+    return ConfigError(
+        f"cannot use tracking.uri {s.shown!r}: {_mask(reason)} "
+        "(or turn MLflow off with tracking.enabled=false)"
+    )
+
+
 def storage_tag(run: RunConfig) -> str:
     """The Optuna storage as tagged on the parent run: masked URL or absolute journal path."""
     return config.mask_url(run.study.storage) or str((run.study_dir / "study.journal").resolve())
 
 
 class Tracker:
-    """One process's view of a study in MLflow: the parent run's id and a writer thread."""
+    """One process's view of a study in MLflow: the parent run's id and a writer thread.
+
+    Making one is cheap: mlflow is imported and the store opened by `open` (in the background)
+    or by the first call that needs them (`start_study`, `attach`).
+    """
 
     def __init__(self, run: RunConfig):
-        from mlflow import MlflowClient
-
-        _quiet_mlflow()
+        _quiet_mlflow_env()  # here, not on the writer thread: it sets environment variables
         self.run = run
         self.store = store(run)
         self.storage = storage_tag(run)
-        self.client = MlflowClient(tracking_uri=self.store.uri, registry_uri=self.store.uri)
+        self.client = None  # an MlflowClient once the store is open
         self.experiment_id: str | None = None
         self.parent_id: str | None = None
         self.seconds_in_calls = 0.0  # time the trial thread spent in trial_* and epoch calls
         self._owner = False  # start_study was called here: this process ends the parent
         self._finished = False
         self._closed = False
+        self._checked = False  # the store passed check_store
         self._warned: set[str] = set()
         self._attach_lock = threading.Lock()
-        self._writer = logqueue.Writer(_Sink(self.client), self._warn)
+        self._opened = threading.Event()  # set: no open() in flight
+        self._opened.set()
+        self._go = threading.Event()  # set: open() may start (the first trial is under way)
+        self._error: ConfigError | None = None  # what open() met in the background
+        self._writer = logqueue.Writer(_Sink(self), self._warn)
         atexit.register(self.close)
 
     # -- the study ---------------------------------------------------------------------------
 
-    def start_study(self, plan, study: optuna.Study) -> str:
+    def open(self, plan=None, study: optuna.Study | None = None, on_open=None) -> None:
+        """Open the store and the parent run on the writer thread, so trials need not wait.
+
+        With `plan` and `study`: `start_study` (the search process); without: `attach` (a
+        worker). What can be checked cheaply is checked here, before returning (`check_store`:
+        raises ConfigError). The rest (importing mlflow, creating or migrating the database, the
+        parent run) takes seconds: trials start meanwhile and their writes queue behind it, so
+        none is lost. If it fails, trial calls and `wait` raise its ConfigError (`check`), and
+        nothing is written. `on_open(self)` runs once the parent run is known.
+
+        The opening starts once the first epoch has ended (or a trial, or after at most
+        _OPEN_DELAY_SECONDS): it is seconds of Python, and in a thread it would hold the
+        interpreter lock half the time while the first trial starts up, which is Python too
+        (torch imports its compiler stack at the first optimizer), gaining nothing.
+        """
+        self._check_store()
+        # Trials that end from now on have a live writer that ends their runs: only those
+        # finished before this search began can have runs a killed process left RUNNING.
+        finished = (
+            None
+            if study is None
+            else {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
+        )
+        self._opened.clear()
+        self._writer.put(("call", lambda: self._open(plan, study, finished, on_open)))
+
+    def _open(self, plan, study, finished: set[int] | None, on_open) -> None:
+        self._go.wait(_OPEN_DELAY_SECONDS)
+        try:
+            try:
+                if plan is None:
+                    self.attach()
+                else:
+                    self.start_study(plan, study, finished)
+            except Exception as err:
+                self._error = err if isinstance(err, ConfigError) else self._unusable(err)
+                raise self._error from None
+            if on_open is not None:
+                on_open(self)  # before `wait` returns: its line comes before the summary
+        finally:
+            self._opened.set()
+
+    def check(self) -> None:
+        """Raise the ConfigError that opening the store in the background met, if any."""
+        if self._error is not None:
+            raise ConfigError(str(self._error)) from None
+
+    def wait(self) -> str:
+        """The parent run's id, once `open` is done. Raises its ConfigError if it failed."""
+        self._go.set()
+        self._opened.wait()
+        self.check()
+        return self.attach()
+
+    def _unusable(self, err: BaseException) -> ConfigError:
+        return _unusable(self.store, _reason(err))
+
+    def _check_store(self) -> None:
+        if not self._checked:
+            check_store(self.store)
+            self._checked = True
+
+    def start_study(self, plan, study: optuna.Study, finished: set[int] | None = None) -> str:
         """Open the study's parent run (a rerun reopens the same one) and log its settings.
 
-        Called once by the process that starts a search, before any trial. Child runs left
-        RUNNING by a killed process are ended here, from the state Optuna recorded.
-        Returns the parent run id. Raises ConfigError when the store cannot be reached.
+        Called once by the process that starts a search (`open` calls it in the background).
+        Child runs left RUNNING by a killed process are ended here, from the state Optuna
+        recorded (of the trials in `finished`, if given). Returns the parent run id. Raises
+        ConfigError when the store cannot be reached.
         """
         self.attach()
         self._owner = True
@@ -151,7 +275,7 @@ class Tracker:
         for name in ("config.yaml", "search_space.yaml"):
             if (study_dir / name).is_file():
                 self.client.log_artifact(pid, str(study_dir / name))
-        self.end_stale_children(study)
+        self.end_stale_children(study, finished)
         return pid
 
     def attach(self, study_name: str | None = None) -> str:
@@ -170,31 +294,26 @@ class Tracker:
             if self.parent_id is not None:
                 return self.parent_id
             try:
-                self._probe_server()
+                self._check_store()
+                self._connect()
                 with _store_lock(self.store):
                     self.experiment_id = self._experiment()
                     self.parent_id = self._find_or_create_parent(name)
             except ConfigError:
                 raise
             except Exception as err:
-                raise ConfigError(
-                    f"cannot use tracking.uri {self.store.shown!r}: {_mask(_reason(err))} "
-                    "(or turn MLflow off with tracking.enabled=false)"
-                ) from None
+                raise self._unusable(err) from None
         return self.parent_id
 
-    def _probe_server(self) -> None:
-        # MLflow's REST client retries an unreachable server for minutes; ask once, briefly.
-        if not self.store.is_server:
+    def _connect(self) -> None:
+        if self.client is not None:
             return
-        url = self.store.uri.rstrip("/") + "/health"
-        try:
-            urllib.request.urlopen(_without_credentials(url), timeout=5).close()
-        except (OSError, urllib.error.URLError) as err:
-            raise ConfigError(
-                f"tracking.uri {self.store.shown!r} does not answer ({_mask(_reason(err))}); "
-                "start the server, fix the URL, or use tracking.enabled=false"
-            ) from None
+        from mlflow import MlflowClient
+
+        _quiet_mlflow_logs()  # after the import, which sets mlflow's own levels
+        # A new sqlite store is created and migrated here: hold the lock (see _store_lock).
+        with _store_lock(self.store):
+            self.client = MlflowClient(tracking_uri=self.store.uri, registry_uri=self.store.uri)
 
     def _experiment(self) -> str:
         from mlflow.exceptions import MlflowException
@@ -303,12 +422,15 @@ class Tracker:
             if stale or key == STOP_TAG:  # a rerun: the previous stop is history
                 self.client.delete_tag(self.parent_id, key)
 
-    def end_stale_children(self, study: optuna.Study) -> list[int]:
+    def end_stale_children(
+        self, study: optuna.Study, finished: set[int] | None = None
+    ) -> list[int]:
         """End child runs left RUNNING whose trial Optuna shows as finished (or gone).
 
         A process killed mid-trial cannot end its run; once `study.fail_dead_local_trials`
         (or the RDB heartbeat) has failed the trial, its run ends FAILED with the reason.
-        Runs of trials still RUNNING in Optuna belong to live workers and are left alone.
+        Runs of trials still RUNNING in Optuna belong to live workers and are left alone, and
+        so are those of trials not in `finished` (when given): a live writer ends them.
         Returns the trial numbers whose runs were ended.
         """
         running = self.client.search_runs(
@@ -321,7 +443,8 @@ class Tracker:
         for r in running:
             number = int(r.data.tags.get(TRIAL_TAG, "-1"))
             trial = trials.get(number)
-            if trial is not None and not trial.state.is_finished():
+            live = finished is not None and number not in finished
+            if trial is not None and (live or not trial.state.is_finished()):
                 continue
             if trial is None:
                 _end_run(self.client, r.info.run_id, "KILLED", None, {STATE_TAG: "failed"}, [])
@@ -333,9 +456,12 @@ class Tracker:
     # -- trials (called from the trial's thread: queue only) -----------------------------------
 
     def trial_started(self, number: int, params: dict, device: str, n_parameters: int) -> None:
-        """Open the trial's child run: every param, device, worker, parameter count."""
+        """Open the trial's child run: every param, device, worker, parameter count.
+
+        Like `epoch`, raises the ConfigError of a store that failed to open (`check`).
+        """
         started = time.perf_counter()
-        self.attach()
+        self.check()
         now = _now_ms()
         tags = self._trial_tags(number, device)
         metrics = [("n_parameters", float(n_parameters), now, 0)]
@@ -345,6 +471,8 @@ class Tracker:
     def epoch(self, number: int, epoch: train.Epoch) -> None:
         """Queue one epoch's metrics at step=epoch; the writer sends them within moments."""
         started = time.perf_counter()
+        self.check()  # a store that failed to open stops the search at the epoch's end
+        self._go.set()
         now = _now_ms()
         metrics = [
             *((f"val_{name}", value, now, epoch.epoch) for name, value in epoch.val.items()),
@@ -357,9 +485,13 @@ class Tracker:
         self.seconds_in_calls += time.perf_counter() - started
 
     def trial_finished(self, trial: optuna.trial.FrozenTrial) -> None:
-        """End the trial's child run with Optuna's verdict (opening it first if it never was)."""
+        """End the trial's child run with Optuna's verdict (opening it first if it never was).
+
+        Called as a study callback: a store that failed to open stops the search here.
+        """
         started = time.perf_counter()
-        self.attach()
+        self.check()
+        self._go.set()
         start_ms = _ms(trial.datetime_start) or _now_ms()
         device = str(trial.user_attrs.get("device", ""))
         spec = self._run_spec(
@@ -369,8 +501,7 @@ class Tracker:
         self.seconds_in_calls += time.perf_counter() - started
 
     def _trial_tags(self, number: int, device: str) -> dict:
-        tags = {
-            PARENT_TAG: self.parent_id,
+        tags = {  # and PARENT_TAG: the sink adds it when it creates the run
             ROLE_TAG: "trial",
             STUDY_TAG: self.run.study.name,
             STORAGE_TAG: self.storage,
@@ -383,8 +514,7 @@ class Tracker:
         return tags
 
     def _run_spec(self, number: int, start_ms: int, params: dict, tags: dict) -> dict:
-        return {
-            "experiment_id": self.experiment_id,
+        return {  # the sink adds the experiment: it may not be known yet
             "run_name": f"trial-{number}",
             "start_time": start_ms,
             "params": {k: _text(v) for k, v in params.items()},
@@ -403,7 +533,7 @@ class Tracker:
         a warning: the search's own outputs are already on disk. `checkpoint` (the best trial's,
         as saved in best_model.pt) is not needed yet: the model is logged from `model`.
         """
-        self.attach()
+        self.wait()
         self._writer.flush(_FLUSH_SECONDS)
         self._try("merging duplicate parent runs", self.reconcile)
         pid, study_dir = self.parent_id, plan.run.study_dir
@@ -421,7 +551,7 @@ class Tracker:
 
     def log_export(self, folder: Path) -> None:
         """Put an exported model folder (best_model.py and its files) on the parent run."""
-        self.attach()
+        self.wait()
         self._try(
             "logging the export", self.client.log_artifacts, self.parent_id, str(folder), "export"
         )
@@ -565,6 +695,7 @@ class Tracker:
         if self._closed:
             return
         self._closed = True
+        self._go.set()
         interrupted = isinstance(error, KeyboardInterrupt)
         reason = "interrupted (Ctrl-C)" if interrupted else (_reason(error) if error else None)
         status = "KILLED" if interrupted else "FAILED"
@@ -626,15 +757,23 @@ class Served(torch.nn.Module):
 
 
 class _Sink:
-    """The MLflow writes the background writer makes, one child run at a time."""
+    """The MLflow writes the background writer makes, one child run at a time.
 
-    def __init__(self, client):
-        self.client = client
+    A child run's experiment and parent are filled in when it is created: trials queue their
+    runs before the store is open, and `reconcile` may change the parent meanwhile.
+    """
+
+    def __init__(self, tracker: Tracker):
+        self.tracker = tracker
+
+    @property
+    def client(self):
+        return self.tracker.client
 
     def create(self, spec: dict) -> str:
-        run = self.client.create_run(
-            spec["experiment_id"], spec["start_time"], spec["tags"], spec["run_name"]
-        )
+        t = self.tracker
+        tags = {PARENT_TAG: t.attach(), **spec["tags"]}
+        run = self.client.create_run(t.experiment_id, spec["start_time"], tags, spec["run_name"])
         return run.info.run_id
 
     def log(self, run_id: str, metrics: list, params: dict) -> None:
@@ -804,12 +943,15 @@ def _global_tracking_uri(uri: str):
         mlflow.set_tracking_uri(before)
 
 
-def _quiet_mlflow() -> None:
+def _quiet_mlflow_logs() -> None:
     import logging
 
     # MLflow's INFO lines (database migrations, artifact downloads) would drown our progress.
     for name in ("mlflow", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def _quiet_mlflow_env() -> None:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     # MLflow prints "View run ... at <tracking URL>" when a run ends on a server: with the
     # URL's password in clear, and on stdout, which quiet=true keeps for summary.json alone.

@@ -20,6 +20,7 @@ import traceback
 from collections.abc import Callable
 from contextlib import contextmanager
 
+from automodel.config import ConfigError
 from automodel.devices import Slot
 
 # Seconds a worker gets after Ctrl-C to record its trial as failed and exit.
@@ -73,6 +74,9 @@ def run_parallel(
     try:
         try:
             run_here()
+        except ConfigError as err:  # a setting all share (a tracking store that will not open)
+            error = err
+            _stop(procs)
         except Exception as err:  # the others finish their trials; report it afterwards
             error = err
         pending = list(procs)
@@ -82,16 +86,7 @@ def run_parallel(
                 proc.join()
                 pending.remove(proc)
     except KeyboardInterrupt:
-        # Ctrl-C in a terminal reaches the workers too, a SIGINT sent to this process alone
-        # does not: SIGTERM them (they treat it like Ctrl-C and record their trial as failed).
-        for proc in procs:
-            if proc.is_alive():
-                proc.terminate()
-        for proc in procs:
-            proc.join(timeout=STOP_GRACE)
-        for proc in procs:
-            if proc.is_alive():
-                proc.kill()
+        _stop(procs)
         raise
     if error is not None:
         raise error
@@ -102,6 +97,22 @@ def run_parallel(
                 f"worker {index} ({slots[index].label}) exited with code {proc.exitcode}"
             )
     return problems
+
+
+def _stop(procs: list) -> None:
+    """SIGTERM the workers (they treat it like Ctrl-C and record their trial as failed), then
+    kill those still alive after STOP_GRACE seconds.
+
+    Ctrl-C in a terminal reaches the workers too, a SIGINT sent to this process alone does not.
+    """
+    for proc in procs:
+        if proc.is_alive():
+            proc.terminate()
+    for proc in procs:
+        proc.join(timeout=STOP_GRACE)
+    for proc in procs:
+        if proc.is_alive():
+            proc.kill()
 
 
 def stop_on_sigterm() -> None:
@@ -143,6 +154,9 @@ def worker_main(plan, slot: Slot, index: int, deadline: float, start: float) -> 
     except search.SearchStopped as err:
         print(f"worker {index}: {err}", file=sys.stderr, flush=True)
         sys.exit(1)
+    except ConfigError as err:  # one line, as the search process says it
+        print(f"worker {index}: error: {err}", file=sys.stderr, flush=True)
+        sys.exit(2)
     except Exception:
         print(f"worker {index} crashed:", file=sys.stderr)
         traceback.print_exc()

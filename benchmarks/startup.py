@@ -31,7 +31,7 @@ import sidebyside as sbs
 
 SITECUSTOMIZE = '''
 """Benchmark hook: write the time of the first optimizer step of automodel.train."""
-import importlib.abc, importlib.util, os, sys, time
+import importlib.abc, importlib.util, os, sys, time, types
 
 _MARK = os.environ["AUTOMODEL_FIRST_STEP_MARK"]
 
@@ -47,18 +47,22 @@ def _mark():
 
 def _patch(train):
     make = train.make_optimizer
+    marked = []
 
     def make_optimizer(*args, **kwargs):
         optimizer = make(*args, **kwargs)
         step = optimizer.step
 
-        def first_step(*a, **k):
+        def first_step(self, *a, **k):
             out = step(*a, **k)
-            _mark()
-            optimizer.step = step
+            if not marked:
+                marked.append(True)
+                _mark()
             return out
 
-        optimizer.step = first_step
+        # A bound method, as torch's LR schedulers expect (they wrap `step.__func__`): a plain
+        # function here made every trial with a schedule fail, and the mark come from a later one.
+        optimizer.step = types.MethodType(first_step, optimizer)
         return optimizer
 
     train.make_optimizer = make_optimizer

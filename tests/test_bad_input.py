@@ -76,6 +76,25 @@ CASES = [
         {},
         "cannot open study.storage 'postgresql+psycopg2://u:***@127.0.0.1:1/db'",
     ),
+    # a tracking store that cannot work: refused before a study folder or a trial exists
+    (
+        "tracking store not sqlite",
+        ["tracking.enabled=true", "tracking.uri=sqlite:///{tmp}/notes.db"],
+        {"notes.db": "not a database\n"},
+        "notes.db is not a SQLite database (or turn MLflow off with tracking.enabled=false)",
+    ),
+    (
+        "tracking store a folder",
+        ["tracking.enabled=true", "tracking.uri=sqlite:///{tmp}"],
+        {},
+        "is a folder (or turn MLflow off",
+    ),
+    (
+        "tracking server down",
+        ["tracking.enabled=true", "tracking.uri=http://u:hunter2@127.0.0.1:1"],
+        {},
+        "tracking.uri 'http://u:***@127.0.0.1:1' does not answer",
+    ),
     (
         "synthetic too small",
         ["data.n_samples=10"],

@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -28,6 +29,7 @@ from optuna.trial import TrialState
 
 from automodel import config, logqueue, models, search, tracking, ui
 from automodel import study as studylib
+from automodel.__main__ import main
 from automodel.config import ConfigError
 from automodel.hparams import Param
 from tests.conftest import FAST, ROOT, cli, load_study, spawned
@@ -75,7 +77,12 @@ enqueue:
 
 @pytest.fixture(scope="module")
 def tracked(tmp_path_factory):
-    """A search with one failed, one complete and one pruned trial, tracked into sqlite."""
+    """A search with one failed, one complete and one pruned trial, tracked into sqlite.
+
+    As `search` does, the tracker opens the store in the background; here the opening is held
+    until every trial has finished, so all their writes were queued before the store was open:
+    the tests below read back that nothing was lost.
+    """
     tmp = tmp_path_factory.mktemp("tracked")
     space = tmp / "poisoned.yaml"
     space.write_text(SPACE)
@@ -83,8 +90,16 @@ def tracked(tmp_path_factory):
         {"poison": Param("bool", False)},
         lambda params, shape, n_out: Poisoned(shape[0], n_out, params.get("poison", False)),
     )
+    gate = threading.Event()
+    start_study = tracking.Tracker.start_study
+
+    def held_start_study(self, *args, **kwargs):
+        assert gate.wait(120), "the trials did not finish"
+        return start_study(self, *args, **kwargs)
+
     with pytest.MonkeyPatch.context() as mp:
         mp.setitem(models.FAMILIES, "poisoned", family)
+        mp.setattr(tracking.Tracker, "start_study", held_start_study)
         # MLflow's fallback store is ./mlflow.db (or ./mlruns): a scratch cwd catches any use.
         (tmp / "cwd").mkdir()
         mp.chdir(tmp / "cwd")
@@ -111,9 +126,11 @@ def tracked(tmp_path_factory):
         for params in plan.space.enqueue:
             study.enqueue_trial(params)
         tracker = tracking.Tracker(run)
-        tracker.start_study(plan, study)
+        tracker.open(plan, study)
         device = torch.device("cpu")
         search.run_trials(plan, study, device, tracker)
+        assert tracker.parent_id is None and not (tmp / "runs" / "mlflow.db").exists()
+        gate.set()
         summary = search.finish(plan, study, device, 1.0, "test", tracker)
         # A rerun of a finished study reports again: the best did not improve.
         search.finish(plan, study, device, 1.0, "test again", tracker)
@@ -318,6 +335,25 @@ def test_tracking_disabled_never_imports_mlflow(tmp_path):
     assert not (tmp_path / "mlflow.db").exists()
 
 
+def test_a_store_that_fails_to_open_stops_the_search_in_one_line(tmp_path, capsys):
+    """Only opening the store shows that its experiment is deleted: that happens while the first
+    trial trains, and the search stops with the error in one line, exit code 2, no run logged."""
+    runs = tmp_path / "runs"
+    client = _client(runs)  # creates runs/mlflow.db
+    client.delete_experiment(client.create_experiment("gone"))
+    overrides = [*TRACKED, f"runs_dir={runs}", "tracking.experiment=gone", "trainer.max_epochs=50"]
+    assert main(["search", *overrides]) == 2
+    out, err = capsys.readouterr()
+    assert err.count("\n") == 1 and err.startswith("error: "), err
+    assert "tracking.experiment 'gone' is deleted" in err
+    assert out == ""
+    assert client.search_runs([client.get_experiment_by_name("gone").experiment_id]) == []
+    storage = studylib.open_storage(None, runs / "synthetic-mlp")
+    trials = optuna.load_study(study_name="synthetic-mlp", storage=storage).trials
+    assert len(trials) < 4  # it did not run the whole budget first
+    assert not (runs / "synthetic-mlp" / "summary.json").exists()
+
+
 @pytest.mark.parametrize(
     ("override", "fragment"),
     [
@@ -373,6 +409,59 @@ def test_queued_metrics_are_merged_per_trial_in_order():
         ("metrics", 0, m),
         ("start", 0, {}, []),
     ]
+
+
+class _ListSink:
+    """A logqueue sink that records what it is asked to write."""
+
+    def __init__(self):
+        self.calls = []
+
+    def create(self, spec):
+        self.calls.append(("create", spec["run_name"]))
+        return spec["run_name"]
+
+    def log(self, run_id, metrics, params):
+        self.calls.append(("log", run_id, len(metrics)))
+
+    def end(self, run_id, status, end_ms, tags, metrics):
+        self.calls.append(("end", run_id, status))
+
+    def abandon(self, run_id, status, reason):
+        self.calls.append(("abandon", run_id, status))
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_writes_queued_behind_a_call_wait_for_it_or_are_dropped_if_it_fails(fails):
+    sink, warnings, gate = _ListSink(), [], threading.Event()
+
+    def opening():
+        assert gate.wait(30)
+        if fails:
+            raise RuntimeError("no store")
+
+    writer = logqueue.Writer(sink, warnings.append)
+    writer.put(("call", opening))
+    m = [("val_accuracy", 0.5, 0, 1)]
+    writer.put(("start", 0, {"run_name": "trial-0"}, m))
+    writer.put(("end", 0, {"run_name": "trial-0"}, ("FINISHED", 0, {}, m)))
+    writer.put(("start", 1, {"run_name": "trial-1"}, []))
+    assert not writer.flush(timeout=0.5) and sink.calls == []  # held behind the call
+    gate.set()
+    assert writer.flush(timeout=30)
+    writer.close("KILLED", "stopped")
+    if fails:
+        assert sink.calls == [] and writer.failed
+        assert warnings == ["pending writes not sent after 0 s"]  # the flush above, nothing else
+    else:
+        assert sink.calls == [
+            ("create", "trial-0"),
+            ("log", "trial-0", 1),
+            ("end", "trial-0", "FINISHED"),
+            ("create", "trial-1"),
+            ("log", "trial-1", 0),
+            ("abandon", "trial-1", "KILLED"),
+        ]
 
 
 # -- the `ui` verb over the shared store, a search through it, a headless browser on it ---------
