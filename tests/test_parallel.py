@@ -53,7 +53,10 @@ def test_two_workers_share_one_exact_budget(tmp_path, kind):
         f"runs_dir={runs}",
         "workers=2",
         "study.n_trials=12",
-        "trainer.max_epochs=4",
+        # Trials of ~1 s, unpruned: the search process, which trains from the start, must
+        # not finish all 12 before the worker has imported torch (a few seconds).
+        "trainer.max_epochs=50",
+        "study.pruner=none",
         *storage_args(kind),
     ]
     res = cli("search", *args)
