@@ -27,7 +27,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
-from automodel.models.blocks import ACTIVATIONS
+from automodel.models.blocks import ACTIVATIONS, FastDropout
 from automodel.train import Epoch, FitResult
 
 
@@ -107,7 +107,7 @@ class _StackedMLP:
     """k MLPs (nn.Sequential of Flatten, Linear, BatchNorm1d, activations, Dropout) as one
     network over (k, batch, features): Linear -> baddbmm, batch norm over k * features."""
 
-    ELEMENTWISE = (nn.Flatten, nn.Dropout, *ACTIVATIONS.values())
+    ELEMENTWISE = (nn.Flatten, nn.Dropout, FastDropout, *ACTIVATIONS.values())
 
     @classmethod
     def supports(cls, model: nn.Module) -> bool:
@@ -191,6 +191,9 @@ class _Vmapped:
         self.names = list(params)
         self.params = list(params.values())
         self.base = copy.deepcopy(models[0]).to("meta")
+        for name, layer in list(self.base.named_modules()):
+            if isinstance(layer, FastDropout):  # its masks come from an unbatched draw: no vmap
+                self.base.set_submodule(name, nn.Dropout(layer.p))
 
         def call(p, b, x):
             return functional_call(self.base, (p, b), (x,))
