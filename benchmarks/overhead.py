@@ -103,8 +103,14 @@ def stock_journal():
     """Optuna's own JournalFileBackend (an fsync per record) instead of automodel's."""
     from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 
+    def stock(path: str) -> JournalFileBackend:
+        lock = JournalFileOpenLock(path)
+        backend = JournalFileBackend(path, lock)
+        backend._open_lock = lock  # what study.open_storage repairs a torn tail under
+        return backend
+
     saved = studylib._journal_file
-    studylib._journal_file = lambda path: JournalFileBackend(path, JournalFileOpenLock(path))
+    studylib._journal_file = stock
     try:
         yield
     finally:
