@@ -14,9 +14,11 @@ from pathlib import Path
 
 import optuna
 import pytest
+import torch
 
-from automodel import config
+from automodel import config, models
 from automodel import study as studylib
+from automodel.hparams import Param
 
 ROOT = Path(__file__).resolve().parent.parent
 # Small and fast: tabular synthetic data, a few epochs, one thread, no MLflow unless asked.
@@ -45,6 +47,26 @@ def digits_args(runs: Path, workers: int, n_trials: int = 12, max_epochs: int = 
         "quiet=true",
         f"runs_dir={runs}",
     ]
+
+
+class Poisoned(torch.nn.Module):
+    """A test-only family: with poison=True its output, and so its loss, is NaN."""
+
+    def __init__(self, n_in, n_out, poison):
+        super().__init__()
+        self.linear = torch.nn.Linear(n_in, n_out)
+        self.poison = poison
+
+    def forward(self, x):
+        out = self.linear(x)
+        return out * float("nan") if self.poison else out
+
+
+# Register with monkeypatch.setitem(models.FAMILIES, "poisoned", POISONED).
+POISONED = models.Family(
+    {"poison": Param("bool", False)},
+    lambda params, shape, n_out: Poisoned(shape[0], n_out, params.get("poison", False)),
+)
 
 
 @pytest.fixture

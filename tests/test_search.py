@@ -13,8 +13,7 @@ from optuna.trial import TrialState
 from automodel import models, search
 from automodel import study as studylib
 from automodel.config import ConfigError
-from automodel.hparams import Param
-from tests.conftest import load_study
+from tests.conftest import POISONED, load_study
 
 
 def _trials(run):
@@ -105,26 +104,9 @@ def test_a_changed_space_on_resume_is_refused(make_run, tmp_path):
     assert (make_run().study_dir / "study.journal").read_bytes() == before
 
 
-class Poisoned(torch.nn.Module):
-    """A test-only family: with poison=True its output, and so its loss, is NaN."""
-
-    def __init__(self, n_in, n_out, poison):
-        super().__init__()
-        self.linear = torch.nn.Linear(n_in, n_out)
-        self.poison = poison
-
-    def forward(self, x):
-        out = self.linear(x)
-        return out * float("nan") if self.poison else out
-
-
 @pytest.fixture
 def poison_family(monkeypatch, tmp_path):
-    family = models.Family(
-        {"poison": Param("bool", False)},
-        lambda params, shape, n_out: Poisoned(shape[0], n_out, params.get("poison", False)),
-    )
-    monkeypatch.setitem(models.FAMILIES, "poisoned", family)
+    monkeypatch.setitem(models.FAMILIES, "poisoned", POISONED)
 
     def space(text: str):
         path = tmp_path / "poisoned.yaml"

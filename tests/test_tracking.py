@@ -31,8 +31,7 @@ from automodel import config, logqueue, models, search, tracking, ui
 from automodel import study as studylib
 from automodel.__main__ import main
 from automodel.config import ConfigError
-from automodel.hparams import Param
-from tests.conftest import FAST, ROOT, cli, load_study, spawned
+from tests.conftest import FAST, POISONED, ROOT, cli, load_study, spawned
 
 TRACKED = [o for o in FAST if not o.startswith("tracking.")] + ["tracking.enabled=true"]
 
@@ -49,19 +48,6 @@ def _runs(client: MlflowClient, experiment: str = "automodel") -> tuple[list, li
     parents = [r for r in found if r.data.tags.get(tracking.ROLE_TAG) == "study"]
     children = [r for r in found if r.data.tags.get(tracking.ROLE_TAG) == "trial"]
     return parents, children
-
-
-class Poisoned(torch.nn.Module):
-    """A test-only family: with poison=True its output, and so its loss, is NaN."""
-
-    def __init__(self, n_in, n_out, poison):
-        super().__init__()
-        self.linear = torch.nn.Linear(n_in, n_out)
-        self.poison = poison
-
-    def forward(self, x):
-        out = self.linear(x)
-        return out * float("nan") if self.poison else out
 
 
 SPACE = """family: poisoned
@@ -86,10 +72,6 @@ def tracked(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("tracked")
     space = tmp / "poisoned.yaml"
     space.write_text(SPACE)
-    family = models.Family(
-        {"poison": Param("bool", False)},
-        lambda params, shape, n_out: Poisoned(shape[0], n_out, params.get("poison", False)),
-    )
     gate = threading.Event()
     start_study = tracking.Tracker.start_study
 
@@ -98,7 +80,7 @@ def tracked(tmp_path_factory):
         return start_study(self, *args, **kwargs)
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setitem(models.FAMILIES, "poisoned", family)
+        mp.setitem(models.FAMILIES, "poisoned", POISONED)
         mp.setattr(tracking.Tracker, "start_study", held_start_study)
         # MLflow's fallback store is ./mlflow.db (or ./mlruns): a scratch cwd catches any use.
         (tmp / "cwd").mkdir()
