@@ -16,7 +16,7 @@ import optuna
 import pytest
 import torch
 
-from automodel import config, models
+from automodel import config, models, train
 from automodel import study as studylib
 from automodel.hparams import Param
 
@@ -60,6 +60,22 @@ class Poisoned(torch.nn.Module):
     def forward(self, x):
         out = self.linear(x)
         return out * float("nan") if self.poison else out
+
+
+def checkpoint(
+    family: str, params: dict, spec, model, *, recipe=None, trial=0, val=None, **extra
+) -> dict:
+    """A checkpoint as the search writes it (best_model.pt), for exporting `model` directly."""
+    return {
+        "family": family,
+        "params": params,
+        "spec": spec.to_dict(),
+        "recipe": (recipe or train.Recipe()).to_dict(),
+        "trial": trial,
+        "val": val if val is not None else {},
+        **extra,
+        "state_dict": model.state_dict(),
+    }
 
 
 # Register with monkeypatch.setitem(models.FAMILIES, "poisoned", POISONED).

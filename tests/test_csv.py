@@ -16,7 +16,7 @@ from automodel import data as datalib
 from automodel import export_script
 from automodel.config import DataConfig
 from automodel.data import table
-from tests.conftest import FAST, cli, tree
+from tests.conftest import FAST, checkpoint, cli, tree
 from tests.test_export import _script, blocker  # noqa: F401 (a fixture)
 
 BASE = [o for o in FAST if not o.startswith("data")]
@@ -137,18 +137,10 @@ def test_the_script_encodes_cells_exactly_as_the_search(tmp_path):
     run_cfg = _cfg(path)
     data = datalib.load(run_cfg, seed=0)
     splits = datalib.load_raw_splits(run_cfg, seed=0)
-    from automodel import export, models, train
+    from automodel import export, models
 
     model = models.create("mlp", {"depth": 1}, data.spec)
-    ckpt = {
-        "family": "mlp",
-        "params": {"depth": 1},
-        "spec": data.spec.to_dict(),
-        "recipe": train.Recipe().to_dict(),
-        "trial": 0,
-        "val": {},
-        "state_dict": model.state_dict(),
-    }
+    ckpt = checkpoint("mlp", {"depth": 1}, data.spec, model)
     export_dir = export.write(tmp_path, ckpt, export.provenance("s", "c"))
     script = runpy.run_path(str(export_dir / "best_model.py"))
     assert torch.equal(script["prepare"](splits["x_test"]), data.x_test)

@@ -25,7 +25,7 @@ from torch import nn
 from automodel import config, export, models, search, study_export, train
 from automodel import data as datalib
 from automodel.data import DataSpec
-from tests.conftest import FAST, cli
+from tests.conftest import FAST, checkpoint, cli
 from tests.test_models import ACCEPTS, SHAPES, option_grid
 
 # The data each family searches in the fidelity tests. A new family adds its line here.
@@ -226,16 +226,16 @@ def _checkpoint(family: str, params: dict, spec: DataSpec, **recipe) -> dict:
         for name, buf in model.named_buffers():
             if "running" in name:
                 buf.uniform_(0.5, 1.5)
-    return {
-        "family": family,
-        "params": params,
-        "spec": spec.to_dict(),
-        "recipe": train.Recipe(**recipe).to_dict(),
-        "trial": 3,
-        "val": {"accuracy": 0.5},
-        "test": {"accuracy": 0.25},
-        "state_dict": model.state_dict(),
-    }
+    return checkpoint(
+        family,
+        params,
+        spec,
+        model,
+        recipe=train.Recipe(**recipe),
+        trial=3,
+        val={"accuracy": 0.5},
+        test={"accuracy": 0.25},
+    )
 
 
 PROVENANCE = export.provenance("s", "python -m automodel search")

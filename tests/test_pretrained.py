@@ -14,7 +14,7 @@ import torchvision
 from automodel import data as datalib
 from automodel import export, models, train
 from automodel.models import pretrained
-from tests.conftest import FAST, cli, tree
+from tests.conftest import FAST, checkpoint, cli, tree
 from tests.test_export import HOSTILE
 from tests.test_models import spec
 
@@ -121,15 +121,7 @@ def test_an_exported_weights_path_is_a_literal_and_new_model_loads_it(tmp_path):
     params = {"backbone": "mobilenet_v3_small", "weights": str(mine), "finetune": "head"}
     data_spec = spec((3, 8, 8))
     model = models.create("pretrained", params, data_spec)
-    ckpt = {
-        "family": "pretrained",
-        "params": params,
-        "spec": data_spec.to_dict(),
-        "recipe": train.Recipe().to_dict(),
-        "trial": 0,
-        "val": {},
-        "state_dict": model.state_dict(),
-    }
+    ckpt = checkpoint("pretrained", params, data_spec, model)
     export_dir = export.write(tmp_path, ckpt, export.provenance("s", "c"))
     script = runpy.run_path(str(export_dir / "best_model.py"))
     assert str(script["PRETRAINED"]) == str(mine)

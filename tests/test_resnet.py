@@ -9,9 +9,10 @@ import pytest
 import torch
 from torch import nn
 
-from automodel import export, models, train
+from automodel import export, models
 from automodel.models import resnet
 from automodel.models.blocks import ACTIVATIONS
+from tests.conftest import checkpoint
 from tests.test_models import spec
 
 
@@ -59,15 +60,7 @@ def test_the_export_writes_each_block_class_once_and_is_ruff_clean(tmp_path, sha
     data_spec = spec(shape)
     torch.manual_seed(0)
     model = models.create("resnet", params, data_spec)
-    ckpt = {
-        "family": "resnet",
-        "params": params,
-        "spec": data_spec.to_dict(),
-        "recipe": train.Recipe().to_dict(),
-        "trial": 1,
-        "val": {"accuracy": 0.5},
-        "state_dict": model.state_dict(),
-    }
+    ckpt = checkpoint("resnet", params, data_spec, model, trial=1, val={"accuracy": 0.5})
     out = export.write(tmp_path, ckpt, export.provenance("s", "c")) / "best_model.py"
     source = out.read_text()
     block = "ResLinear" if len(shape) == 1 else "ResBlock"
