@@ -27,10 +27,11 @@ import torch
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 
-from automodel import config, logqueue, models, search, tracking, ui
+from automodel import config, models, search, tracking, ui
 from automodel import study as studylib
 from automodel.__main__ import main
 from automodel.config import ConfigError
+from automodel.tracking.writer import Writer, coalesce
 from tests.conftest import FAST, POISONED, ROOT, cli, load_study, spawned
 
 TRACKED = [o for o in FAST if not o.startswith("tracking.")] + ["tracking.enabled=true"]
@@ -383,7 +384,7 @@ def test_queued_metrics_are_merged_per_trial_in_order():
     ops = [("start", 0, {}, []), ("metrics", 0, m), ("metrics", 1, m), ("metrics", 0, m)]
     ops += [("end", 0, {}, ("FINISHED", 0, {}, last)), ("metrics", 1, m), ("sync", None)]
     ops += [("metrics", 0, m), ("start", 0, {}, [])]
-    assert logqueue.coalesce(ops) == [
+    assert coalesce(ops) == [
         ("start", 0, {}, []),
         ("end", 0, {}, ("FINISHED", 0, {}, m + m + last)),
         ("metrics", 1, m + m),
@@ -394,7 +395,7 @@ def test_queued_metrics_are_merged_per_trial_in_order():
 
 
 class _ListSink:
-    """A logqueue sink that records what it is asked to write."""
+    """A writer sink that records what it is asked to write."""
 
     def __init__(self):
         self.calls = []
@@ -422,7 +423,7 @@ def test_writes_queued_behind_a_call_wait_for_it_or_are_dropped_if_it_fails(fail
         if fails:
             raise RuntimeError("no store")
 
-    writer = logqueue.Writer(sink, warnings.append)
+    writer = Writer(sink, warnings.append)
     writer.put(("call", opening))
     m = [("val_accuracy", 0.5, 0, 1)]
     writer.put(("start", 0, {"run_name": "trial-0"}, m))

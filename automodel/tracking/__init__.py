@@ -15,7 +15,7 @@
 Only this module imports mlflow, and only once a Tracker opens the store: `tracking.enabled=false`
 never loads it. Every write names its run id through one `MlflowClient` (never the fluent
 active-run stack), so concurrent trials, threads and processes cannot mix runs up. Trial
-writes go through a background thread (`logqueue.Writer`) that sends what queued up within
+writes go through a background thread (`writer.Writer`) that sends what queued up within
 half a second as one `log_batch` per run: a trial pays for appending to a queue, and a user
 watching the UI sees each epoch's point moments after the epoch ends.
 
@@ -51,9 +51,10 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
-from automodel import config, logqueue, outputs, plots, train
+from automodel import config, outputs, train
 from automodel import study as studylib
 from automodel.config import ConfigError, RunConfig
+from automodel.tracking import plots, writer
 
 try:
     import fcntl
@@ -81,7 +82,7 @@ _ENDINGS = {
 # Config keys that say nothing about a study's result: not logged as parent params.
 _NOT_SETTINGS = ("quiet", "trial", "ui")
 _BATCH = 100  # MLflow accepts at most 100 params and 100 tags per log_batch
-_FLUSH_SECONDS = logqueue.FLUSH_SECONDS
+_FLUSH_SECONDS = writer.FLUSH_SECONDS
 _SETTLE_SECONDS = 1.0  # a new parent run on a server: wait before checking for a racer
 # `open` waits for the first epoch to end, but no longer than this, before opening the store.
 _OPEN_DELAY_SECONDS = 10.0
@@ -191,7 +192,7 @@ class Tracker:
         self._opened.set()
         self._go = threading.Event()  # set: open() may start (the first trial is under way)
         self._error: ConfigError | None = None  # what open() met in the background
-        self._writer = logqueue.Writer(_Sink(self), self._warn)
+        self._writer = writer.Writer(_Sink(self), self._warn)
         atexit.register(self.close)
 
     # -- the study ---------------------------------------------------------------------------

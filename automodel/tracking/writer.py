@@ -12,7 +12,7 @@ The trial's thread only puts ops on a queue:
                                     cannot be opened is the caller's error to report, once
 
 The thread gathers ops for up to GATHER_SECONDS, merges each trial's metrics into one write,
-and calls a sink (tracking.py's MLflow writes; nothing here knows MLflow):
+and calls a sink (the tracking package's MLflow writes; nothing here knows MLflow):
 
     sink.create(spec) -> run_id     sink.log(run_id, metrics, params)
     sink.end(run_id, *ending)       sink.abandon(run_id, status, reason)
