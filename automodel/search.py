@@ -23,7 +23,7 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
-from automodel import config, devices, export, models, outputs, spaces, train, workers
+from automodel import config, devices, export, metrics, models, outputs, spaces, train, workers
 from automodel import data as datalib
 from automodel import study as studylib
 from automodel.config import ConfigError, RunConfig
@@ -566,7 +566,9 @@ def finish(
             + ")"
         )
     model, ckpt = best_model(plan, best, device)
-    ckpt["test"] = test_metrics(model, plan.data.to(device), run.trainer.eval_batch_size)
+    data = plan.data.to(device)
+    test_outputs = train.predict_logits(model, data.x_test, run.trainer.eval_batch_size)
+    ckpt["test"] = metrics.compute(data.spec.task, test_outputs, data.y_test, data.spec.target_std)
     study_dir = run.study_dir
     outputs.save_checkpoint(study_dir / "best_model.pt", ckpt)
     outputs.write_json(study_dir / "best_params.json", ckpt["params"])
@@ -585,11 +587,11 @@ def finish(
         "command": command,
     }
     if tracker is not None:
-        summary["mlflow_run_id"] = tracker.wait()  # before the export: its provenance names it
+        summary["mlflow_run_id"] = tracker.settle()  # before the export: its provenance names it
     summary["export"] = _export(study_dir, ckpt, summary)
     outputs.write_json(study_dir / "summary.json", summary)
     if tracker is not None:
-        tracker.finish_study(plan, study, summary, model, ckpt)
+        tracker.finish_study(plan, study, summary, model, test_outputs)
         if summary["export"]:
             tracker.log_export(Path(summary["export"]))
     return summary

@@ -19,6 +19,8 @@ from pathlib import Path
 import optuna
 import torch
 
+from automodel import errors
+
 # file stem -> Optuna plot function name (same name in visualization and visualization.matplotlib)
 STUDY_PLOTS = {
     "optimization_history": "plot_optimization_history",
@@ -58,9 +60,7 @@ def study_plots(study: optuna.Study, out_dir: Path) -> tuple[list[Path], dict[st
                     )
                     written.append(out_dir / f"{stem}.html")
         except Exception as err:  # too few trials, a single searched param, ...
-            skipped[stem] = (
-                f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"
-            )
+            skipped[stem] = errors.reason(err)
             plt.close("all")
     return written, skipped
 

@@ -1,18 +1,19 @@
-"""A background thread that writes trial records in order, in batches, off the trial's path.
+"""The background thread that makes every MLflow write of a process, in order and in batches.
 
-The trial's thread only puts ops on a queue:
+The trial's thread only puts ops on a queue (`runs.py` builds them):
 
     ("start", n, spec, metrics)     open trial n's run (spec: what the sink needs, with params)
     ("metrics", n, metrics)         metrics as (key, value, timestamp_ms, step) tuples
     ("end", n, spec, ending)        end it: ending = (status, end_ms, tags, metrics); opens the
                                     run first if no "start" came (a trial that failed early)
     ("call", fn)                    run fn() here, before the ops queued after it: opening the
-                                    store off the trial's path. If it raises, every later write
-                                    is dropped (flush and close still answer): a store that
-                                    cannot be opened is the caller's error to report, once
+                                    store off the trial's path (`Writer.open`). If it raises,
+                                    every later write is dropped (flush and close still
+                                    answer): a store that cannot be opened is the caller's
+                                    error to report, once
 
 The thread gathers ops for up to GATHER_SECONDS, merges each trial's metrics into one write,
-and calls a sink (the tracking package's MLflow writes; nothing here knows MLflow):
+and calls a sink (`runs.Sink`; nothing here knows MLflow):
 
     sink.create(spec) -> run_id     sink.log(run_id, metrics, params)
     sink.end(run_id, *ending)       sink.abandon(run_id, status, reason)
@@ -29,10 +30,21 @@ import time
 GATHER_SECONDS = 0.5  # fast epochs share a write; a slow epoch is visible this soon after it ends
 FLUSH_SECONDS = 120.0  # the longest flush() and close() wait for queued writes
 RETRY_SECONDS = 0.5
+# An opening queued by `open` waits for `allow_open`, but no longer than this.
+OPEN_DELAY_SECONDS = 10.0
 
 
 class Writer:
-    """One daemon thread and the map of trial numbers to run ids (only the thread touches it)."""
+    """One daemon thread, its queue, and the map of trial numbers to run ids.
+
+    Who waits for what:
+      - the trial's thread never waits: `put` appends an op and returns;
+      - the writer thread waits for ops; an opening queued by `open` first waits for
+        `allow_open` (the first epoch ended) or OPEN_DELAY_SECONDS, whichever comes first;
+      - `wait_opened` (the end of a search) waits until that opening has run or failed;
+      - `flush` and `close` wait until every op queued before them is written.
+    Only the thread touches `runs` and `unended`.
+    """
 
     def __init__(self, sink, warn):
         self.sink = sink
@@ -40,14 +52,51 @@ class Writer:
         self.seconds = 0.0  # wall time spent writing
         self.cpu_seconds = 0.0  # CPU time of the thread: what it takes from training on a CPU
         self.runs: dict[int, str] = {}
-        self.open: set[int] = set()
-        self.failed = False  # a "call" raised: later writes are dropped
+        self.unended: set[int] = set()  # trials whose run was created and not ended
+        self.error: Exception | None = None  # what a "call" raised: later writes are dropped
+        self._may_open = threading.Event()  # set: an opening need not wait any longer
+        self._opened = threading.Event()  # set: no opening queued or running
+        self._opened.set()
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._loop, name="automodel-tracking", daemon=True)
         self._thread.start()
 
+    @property
+    def failed(self) -> bool:
+        return self.error is not None
+
     def put(self, op: tuple) -> None:
         self._queue.put(op)
+
+    def open(self, opening) -> None:
+        """Queue `opening()` (opening the store) ahead of every op put after it.
+
+        It runs once `allow_open` is called or after OPEN_DELAY_SECONDS: opening is seconds of
+        Python, and in a thread it would hold the interpreter lock half the time while the
+        first trial starts up, which is Python too, gaining nothing. What it raises is kept
+        in `error`.
+        """
+        self._opened.clear()
+        self.put(("call", lambda: self._open(opening)))
+
+    def _open(self, opening) -> None:
+        self._may_open.wait(OPEN_DELAY_SECONDS)
+        try:
+            opening()
+        except Exception as err:
+            self.error = err  # before `_opened` is set: `wait_opened` callers read it next
+            raise
+        finally:
+            self._opened.set()
+
+    def allow_open(self) -> None:
+        """The first trial is under way (or the search waits for the store): open now."""
+        self._may_open.set()
+
+    def wait_opened(self) -> None:
+        """Wait until an opening queued by `open`, if any, has run (see `error`)."""
+        self.allow_open()
+        self._opened.wait()
 
     def flush(self, timeout: float = FLUSH_SECONDS) -> bool:
         """Wait until everything queued so far is written. False (and a warning) on timeout."""
@@ -62,6 +111,7 @@ class Writer:
 
     def close(self, status: str, reason: str) -> None:
         """Flush, abandon runs still open (with `status` and `reason`), stop the thread."""
+        self.allow_open()
         done = threading.Event()
         self._queue.put(("close", status, reason, done))
         if self._thread.is_alive() and not done.wait(FLUSH_SECONDS):
@@ -104,15 +154,15 @@ class Writer:
         elif kind == "call":
             try:
                 op[1]()
-            except Exception:
-                self.failed = True
+            except Exception as err:
+                self.error = err
         elif self.failed and kind != "close":
             pass  # no store to write to
         elif kind == "close":
             _, status, reason, done = op
-            for number in sorted(self.open):
+            for number in sorted(self.unended):
                 self._retry(self.sink.abandon, self.runs[number], status, reason)
-            self.open.clear()
+            self.unended.clear()
             done.set()
             return True
         elif kind == "start":
@@ -128,7 +178,7 @@ class Writer:
                 self._start(number, spec, [])
             if number in self.runs:
                 self._retry(self.sink.end, self.runs[number], *ending)
-            self.open.discard(number)
+            self.unended.discard(number)
         return False
 
     def _start(self, number: int, spec: dict, metrics: list) -> None:
@@ -136,7 +186,7 @@ class Writer:
         if run_id is None:
             return
         self.runs[number] = run_id
-        self.open.add(number)
+        self.unended.add(number)
         self._retry(self.sink.log, run_id, metrics, spec.get("params", {}))
 
     def _retry(self, fn, *args):
