@@ -45,7 +45,7 @@ def loop(runs_dir: Path, args, tracked: bool) -> dict:
     ]
     run = config.to_run_config(config.compose(overrides))
     plan = search.prepare(run)
-    search._quiet_optuna()
+    search.quiet_optuna()
     study = search.open_study(plan)
     search.write_run_files(plan)
     torch.set_num_threads(1)
