@@ -146,6 +146,25 @@ def test_one_parent_and_one_child_per_trial_with_the_right_states(tracked):
     assert by_trial[2].data.metrics["pruned_at_epoch"] == 2
 
 
+def test_the_experiment_opens_in_the_model_training_view(tracked):
+    """MLflow's UI picks its view from this tag: without it, the GenAI view."""
+    exp = _client(tracked.runs).get_experiment_by_name("automodel")
+    assert exp.tags[tracking.KIND_TAG] == tracking.KIND == "custom_model_development"
+
+
+def test_an_existing_experiment_gets_the_view_unless_one_was_chosen(tmp_path):
+    runs = tmp_path / "runs"
+    client = _client(runs)
+    client.create_experiment("plain")
+    client.create_experiment("chosen", tags={tracking.KIND_TAG: "genai_development"})
+    for name, kind in (("plain", tracking.KIND), ("chosen", "genai_development")):
+        overrides = [*TRACKED, f"runs_dir={runs}", f"tracking.experiment={name}"]
+        tracker = tracking.Tracker(config.to_run_config(config.compose(overrides)))
+        tracker.attach()
+        tracker.close()
+        assert client.get_experiment_by_name(name).tags[tracking.KIND_TAG] == kind
+
+
 def test_one_metric_point_per_reported_epoch(tracked):
     client = _client(tracked.runs)
     _, children = _runs(client)

@@ -44,6 +44,8 @@ from automodel.tracking import registry, runs
 from automodel.tracking.backend import Store, check_store, quiet_mlflow_env, storage_tag, store
 from automodel.tracking.parent import ParentRun
 from automodel.tracking.records import (
+    KIND,
+    KIND_TAG,
     NOTE_TAG,
     PARENT_TAG,
     REASON_TAG,
@@ -60,6 +62,8 @@ from automodel.tracking.records import (
 from automodel.tracking.writer import FLUSH_SECONDS, Writer
 
 __all__ = [
+    "KIND",
+    "KIND_TAG",
     "NOTE_TAG",
     "PARENT_TAG",
     "REASON_TAG",

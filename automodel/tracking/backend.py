@@ -21,7 +21,7 @@ from pathlib import Path
 
 from automodel import config, errors
 from automodel.config import ConfigError, RunConfig
-from automodel.tracking.records import mask
+from automodel.tracking.records import KIND, KIND_TAG, mask
 
 try:
     import fcntl
@@ -137,7 +137,7 @@ def connect(s: Store):
 
 
 def open_experiment(client, s: Store, settings: RunConfig) -> str:
-    """The id of experiment `tracking.experiment`, created on first use.
+    """The id of experiment `tracking.experiment`, created (tagged for the UI) on first use.
 
     Raises ConfigError for an experiment deleted in the store.
     """
@@ -149,7 +149,8 @@ def open_experiment(client, s: Store, settings: RunConfig) -> str:
     found = client.get_experiment_by_name(name)
     if found is None:
         try:
-            return client.create_experiment(name, artifact_location=s.artifacts)
+            kind = {KIND_TAG: KIND}
+            return client.create_experiment(name, artifact_location=s.artifacts, tags=kind)
         except MlflowException:  # another process created it first
             found = client.get_experiment_by_name(name)
             if found is None:
@@ -159,6 +160,8 @@ def open_experiment(client, s: Store, settings: RunConfig) -> str:
             f"tracking.experiment {name!r} is deleted in {s.shown}; restore it in the "
             "MLflow UI or choose another tracking.experiment"
         )
+    if KIND_TAG not in found.tags:  # a kind chosen in the UI stays as it is
+        client.set_experiment_tag(found.experiment_id, KIND_TAG, KIND)
     return found.experiment_id
 
 

@@ -15,6 +15,8 @@ from automodel import config
 
 PARENT_TAG = "mlflow.parentRunId"  # MLflow's own: the UI nests a child run under its parent
 NOTE_TAG = "mlflow.note.content"  # MLflow's own: the run's description in the UI
+KIND_TAG = "mlflow.experimentKind"  # MLflow's own, on the experiment: which view the UI opens
+KIND = "custom_model_development"  # the model-training view (not the GenAI one)
 ROLE_TAG = "automodel.role"  # "study" (parent) or "trial" (child)
 STUDY_TAG = "automodel.study"
 STORAGE_TAG = "automodel.storage"  # the Optuna storage, masked: same name + storage = same study
