@@ -11,6 +11,7 @@ The server's own log goes to `<runs_dir>/mlflow-ui.log`.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import signal
 import socket
@@ -22,20 +23,21 @@ from pathlib import Path
 
 from automodel import tracking
 from automodel.config import ConfigError, RunConfig
+from automodel.processes import die_with_parent
 
 START_SECONDS = 120.0  # a cold start (imports, first database migration) on a busy machine
 STOP_SECONDS = 10.0
 
 
-def command(run: RunConfig) -> tuple[list[str], dict[str, str]]:
-    """The `mlflow server` command line and its environment for the store of `run`.
+def command(settings: RunConfig) -> tuple[list[str], dict[str, str]]:
+    """The `mlflow server` command line and its environment for the store of `settings`.
 
     The store's URL travels in the environment, not on the command line, where `ps` would
     show any password in it to every user of the machine.
     """
-    s = tracking.store(run)
-    argv = [sys.executable, "-m", "mlflow", "server", "--host", run.ui.host]
-    argv += ["--port", str(run.ui.port), "--workers", "1"]
+    s = tracking.store(settings)
+    argv = [sys.executable, "-m", "mlflow", "server", "--host", settings.ui.host]
+    argv += ["--port", str(settings.ui.port), "--workers", "1"]
     env = {
         **os.environ,
         "MLFLOW_BACKEND_STORE_URI": s.uri,
@@ -45,20 +47,20 @@ def command(run: RunConfig) -> tuple[list[str], dict[str, str]]:
     return argv, env
 
 
-def serve(run: RunConfig) -> int:
+def serve(settings: RunConfig) -> int:
     """Start the UI, print its URL, and wait until Ctrl-C. Returns the exit code."""
-    s = tracking.store(run)
+    s = tracking.store(settings)
     if s.is_server:
         raise ConfigError(
             f"tracking.uri is the tracking server {s.shown}: open that address in a browser; "
             "`ui` serves local stores only"
         )
-    _check_port(run.ui.host, run.ui.port)
-    runs_dir = Path(run.runs_dir)
+    _check_port(settings.ui.host, settings.ui.port)
+    runs_dir = Path(settings.runs_dir)
     runs_dir.mkdir(parents=True, exist_ok=True)
     log_path = runs_dir / "mlflow-ui.log"
-    argv, env = command(run)
-    url = f"http://{_shown_host(run.ui.host)}:{run.ui.port}"
+    argv, env = command(settings)
+    url = f"http://{_shown_host(settings.ui.host)}:{settings.ui.port}"
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
@@ -67,7 +69,10 @@ def serve(run: RunConfig) -> int:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=_die_with_parent,
+            # Linux: SIGTERM the server if this command dies, even by SIGKILL. The server runs
+            # in its own session so that Ctrl-C reaches only us and we stop it in order; this
+            # covers the one case where we cannot (`mlflow server` forwards it to uvicorn).
+            preexec_fn=functools.partial(die_with_parent, os.getpid()),
         )
         try:
             if not _wait_ready(proc, url):
@@ -131,22 +136,6 @@ def _stop(proc: subprocess.Popen) -> None:
 def _signal_group(pgid: int, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pgid, sig)
-
-
-def _die_with_parent() -> None:
-    """In the server process (Linux): SIGTERM it if this command dies, even by SIGKILL.
-
-    The server runs in its own session so that Ctrl-C reaches only us and we stop it in
-    order; this covers the one case where we cannot. `mlflow server` forwards the SIGTERM to
-    its uvicorn worker.
-    """
-    if not sys.platform.startswith("linux"):
-        return
-    import ctypes
-
-    pr_set_pdeathsig = 1
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def _raise_interrupt(signum, frame) -> None:
