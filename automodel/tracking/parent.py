@@ -18,7 +18,6 @@ import torch
 
 from automodel import config, errors
 from automodel.config import ConfigError, RunConfig
-from automodel.tracking import plots
 from automodel.tracking.backend import (
     check_store,
     connect,
@@ -28,6 +27,7 @@ from automodel.tracking.backend import (
     store_lock,
     unusable,
 )
+from automodel.tracking.plots import confusion_matrix, study_plots
 from automodel.tracking.records import (
     NOTE_TAG,
     PARENT_TAG,
@@ -224,11 +224,11 @@ class ParentRun:
         """The study's plots and the best model's confusion matrix, under `plots/`."""
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp) / "plots"
-            _, skipped = plots.study_plots(study, out)
+            _, skipped = study_plots(study, out)
             spec = plan.data.spec
             # A confusion matrix needs classes; for data read from files none is drawn yet.
             if spec.task == "classification" and not plan.data.lazy:
-                plots.confusion_matrix(
+                confusion_matrix(
                     plan.data.y_test,
                     test_outputs.argmax(1),
                     list(spec.classes),
