@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from automodel import config
-from tests.conftest import FAST, cli
+from tests.conftest import FAST, cli, require_service
 
 PKG = Path(__file__).resolve().parent.parent / "automodel"
 PG_URL = os.environ.get("AUTOMODEL_TEST_POSTGRES_URL")
@@ -76,7 +76,7 @@ def test_mask_url(url, masked):
     assert config.mask_url(url) == masked
 
 
-@pytest.mark.skipif(not PG_URL, reason="needs AUTOMODEL_TEST_POSTGRES_URL")
+@require_service("PostgreSQL", bool(PG_URL), "needs AUTOMODEL_TEST_POSTGRES_URL")
 def test_a_storage_password_appears_nowhere(tmp_path):
     # The throwaway server trusts local connections, so any password is accepted: we can
     # run a real search with one and look for it everywhere the search wrote or printed.
