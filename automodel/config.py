@@ -8,6 +8,7 @@ turns the resulting DictConfig into plain, checked dataclasses. Every problem ra
 from __future__ import annotations
 
 import dataclasses
+import importlib.resources
 import os
 import re
 from dataclasses import dataclass, field
@@ -17,9 +18,17 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-ROOT = Path(__file__).resolve().parent.parent
-CONF_DIR = ROOT / "conf"
-SPACES_DIR = ROOT / "search_spaces"
+
+def _shipped(name: str) -> Path:
+    """conf/ or search_spaces/: inside the installed package (a wheel maps them there, see
+    setup.py), else at the top level of the source checkout this package is run from."""
+    package = Path(str(importlib.resources.files(__package__)))
+    inside = package / name
+    return inside if inside.is_dir() else package.parent / name
+
+
+CONF_DIR = _shipped("conf")
+SPACES_DIR = _shipped("search_spaces")
 
 SAMPLERS = ("tpe", "random", "cmaes", "gp", "qmc")
 PRUNERS = ("median", "percentile", "successive_halving", "hyperband", "none")
