@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from automodel import config
 from tests.conftest import FAST, cli, require_service
 
 PKG = Path(__file__).resolve().parent.parent / "automodel"
@@ -58,22 +57,6 @@ def test_generated_script_template_loads_weights_safely():
     text = (PKG / "export_script.py").read_text()
     assert "weights_only=True" in text
     assert not re.search(r"(?<![.\w])(eval|exec|__import__)\s*\(|\bpickle\b", text)
-
-
-@pytest.mark.parametrize(
-    ("url", "masked"),
-    [
-        (
-            "postgresql+psycopg2://alice:s3cr%40t@db.example:5432/optuna",
-            "postgresql+psycopg2://alice:***@db.example:5432/optuna",
-        ),
-        ("http://bob:hunter2@mlflow:5000", "http://bob:***@mlflow:5000"),
-        ("postgresql://db.example/optuna", "postgresql://db.example/optuna"),
-        ("sqlite:///runs/mlflow.db", "sqlite:///runs/mlflow.db"),
-    ],
-)
-def test_mask_url(url, masked):
-    assert config.mask_url(url) == masked
 
 
 @require_service("PostgreSQL", bool(PG_URL), "needs AUTOMODEL_TEST_POSTGRES_URL")
