@@ -180,7 +180,7 @@ def to_run_config(cfg: DictConfig) -> RunConfig:
         run = OmegaConf.to_object(merged)
     except OmegaConfBaseException as err:
         raise ConfigError(_omegaconf_message(err)) from None
-    assert isinstance(run, RunConfig)
+    assert isinstance(run, RunConfig)  # noqa: S101 (narrows the type; -O dropping it is harmless)
     validate(run)
     return run
 
@@ -334,7 +334,8 @@ def resolve_space_path(search_space: str) -> Path:
 
 # Anything URL-shaped in a text (a command line, an error message): scheme:// up to a space.
 _URL = re.compile(r"[A-Za-z][\w+.-]*://\S+")
-_SECRET_WORDS = "pass|pwd|secret|token|key"  # query parameter names that hold one
+# Query parameter names that hold a secret (the names, not a secret: S105 is wrong here).
+_SECRET_WORDS = "pass|pwd|secret|token|key"  # noqa: S105
 _SECRET_NAME = re.compile(_SECRET_WORDS, re.IGNORECASE)
 # For what SQLAlchemy cannot parse, and for what it parses wrongly: a password with an
 # unescaped @ (it splits at the first @), so match up to the last @ of the URL.
