@@ -8,6 +8,7 @@ turns the resulting DictConfig into plain, checked dataclasses. Every problem ra
 from __future__ import annotations
 
 import dataclasses
+import importlib.resources
 import os
 import re
 from dataclasses import dataclass, field
@@ -17,9 +18,17 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-ROOT = Path(__file__).resolve().parent.parent
-CONF_DIR = ROOT / "conf"
-SPACES_DIR = ROOT / "search_spaces"
+
+def _shipped(name: str) -> Path:
+    """conf/ or search_spaces/: inside the installed package (a wheel maps them there, see
+    setup.py), else at the top level of the source checkout this package is run from."""
+    package = Path(str(importlib.resources.files(__package__)))
+    inside = package / name
+    return inside if inside.is_dir() else package.parent / name
+
+
+CONF_DIR = _shipped("conf")
+SPACES_DIR = _shipped("search_spaces")
 
 SAMPLERS = ("tpe", "random", "cmaes", "gp", "qmc")
 PRUNERS = ("median", "percentile", "successive_halving", "hyperband", "none")
@@ -171,7 +180,7 @@ def to_run_config(cfg: DictConfig) -> RunConfig:
         run = OmegaConf.to_object(merged)
     except OmegaConfBaseException as err:
         raise ConfigError(_omegaconf_message(err)) from None
-    assert isinstance(run, RunConfig)
+    assert isinstance(run, RunConfig)  # noqa: S101 (narrows the type; -O dropping it is harmless)
     validate(run)
     return run
 
@@ -323,11 +332,44 @@ def resolve_space_path(search_space: str) -> Path:
     return path
 
 
-def mask_url(url: str | None) -> str | None:
-    """Hide the password of a URL such as postgresql://user:secret@host/db."""
-    if url is None:
+# Anything URL-shaped in a text (a command line, an error message): scheme:// up to a space.
+_URL = re.compile(r"[A-Za-z][\w+.-]*://\S+")
+# Query parameter names that hold a secret (the names, not a secret: S105 is wrong here).
+_SECRET_WORDS = "pass|pwd|secret|token|key"  # noqa: S105
+_SECRET_NAME = re.compile(_SECRET_WORDS, re.IGNORECASE)
+# For what SQLAlchemy cannot parse, and for what it parses wrongly: a password with an
+# unescaped @ (it splits at the first @), so match up to the last @ of the URL.
+_USERINFO = re.compile(r"(://[^\s:/@]*:)\S*@")
+_SECRET_PARAM = re.compile(
+    rf"([?&;][^\s=&;#]*(?:{_SECRET_WORDS})[^\s=&;#]*=)[^\s&;#]*", re.IGNORECASE
+)
+
+
+def mask_url(text: str | None) -> str | None:
+    """Hide the passwords of the URLs in `text` (one URL, or a command line that holds some):
+    postgresql://user:***@host/db, and query parameters such as ?password=***."""
+    if text is None:
         return None
-    return re.sub(r"(://[^:/@]+:)[^@/]+@", r"\1***@", url)
+    return _URL.sub(lambda m: _mask_one(m.group()), text)
+
+
+def _mask_one(token: str) -> str:
+    # Quotes and punctuation after a URL (a shlex-quoted argument, a sentence) stay as written.
+    url = token.rstrip("'\")]},.;:")
+    tail = token[len(url) :]
+    from sqlalchemy.engine import make_url  # 0.2 s: only when there is a URL to mask
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):  # not its form (mlflow-artifacts://), a bad port, ...
+        pass
+    else:
+        query = {k: "***" if _SECRET_NAME.search(k) else v for k, v in parsed.query.items()}
+        # Rendering re-escapes the whole URL (C: becomes C%3A): only for one with secrets.
+        if parsed.password is not None or query != dict(parsed.query):
+            url = parsed.set(query=query).render_as_string(hide_password=True)
+    return _SECRET_PARAM.sub(r"\1***", _USERINFO.sub(r"\1***@", url)) + tail
 
 
 def as_dict(run: RunConfig) -> dict:

@@ -1,4 +1,4 @@
-"""EXPERIMENTAL stacked training: k candidates at once (automodel/stacked.py) against one at a
+"""EXPERIMENTAL stacked training: k candidates at once (experimental/stacked.py) against one at a
 time (`train.fit`), side by side.
 
 The candidates share an architecture and differ in learning rate (a log grid); both ways
@@ -18,9 +18,10 @@ import time
 
 import sidebyside as sbs
 import torch
+from experimental import stacked  # benchmarks/experimental/: like sidebyside, beside this file
 
 from automodel import data as datalib
-from automodel import models, stacked, train
+from automodel import models, train
 from automodel.config import DataConfig
 
 ARCHS = {

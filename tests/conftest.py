@@ -21,6 +21,8 @@ from automodel import study as studylib
 from automodel.hparams import Param
 
 ROOT = Path(__file__).resolve().parent.parent
+# CI sets it: there a missing service or tool means a broken set-up, not a test to skip.
+STRICT = os.environ.get("AUTOMODEL_STRICT") == "1"
 # Small and fast: tabular synthetic data, a few epochs, one thread, no MLflow unless asked.
 FAST = [
     "data=synthetic",
@@ -83,6 +85,30 @@ POISONED = models.Family(
     {"poison": Param("bool", False)},
     lambda params, shape, n_out: Poisoned(shape[0], n_out, params.get("poison", False)),
 )
+
+
+def require_service(name: str, available: bool, why: str) -> pytest.MarkDecorator:
+    """Mark a test (or a param) that needs `name`, a service or tool outside Python: without
+    it the test skips, except under AUTOMODEL_STRICT=1, where it fails. A missing GPU is not
+    a service: those tests keep a plain skipif."""
+    return pytest.mark.requires_service(name=name, available=available, why=why)
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "requires_service(name, available, why): see tests/conftest.py"
+    )
+
+
+@pytest.hookimpl(tryfirst=True)  # before fixtures start servers for a test that will not run
+def pytest_runtest_setup(item):
+    for mark in item.iter_markers("requires_service"):
+        if mark.kwargs["available"]:
+            continue
+        message = f"{mark.kwargs['name']} is missing: {mark.kwargs['why']}"
+        if STRICT:
+            pytest.fail(f"{message} (AUTOMODEL_STRICT=1 forbids skipping)", pytrace=False)
+        pytest.skip(message)
 
 
 @pytest.fixture

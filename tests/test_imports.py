@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 PKG = Path(__file__).resolve().parent.parent / "automodel"
-LOWER = ["train.py", "metrics.py", "stacked.py", "hparams.py", "models", "data"]
+LOWER = ["train.py", "metrics.py", "hparams.py", "models", "data"]
 FORBIDDEN_ABOVE = {"optuna", "mlflow", "hydra", "omegaconf"}
 FORBIDDEN_OURS = {
     "automodel.search",

@@ -17,11 +17,21 @@ import pytest
 from optuna.trial import TrialState
 
 from automodel import study as studylib
-from tests.conftest import FAST, cli, digits_args, load_study, poll_study, spawned
+from tests.conftest import (
+    FAST,
+    cli,
+    digits_args,
+    load_study,
+    poll_study,
+    require_service,
+    spawned,
+)
 
 PG_URL = os.environ.get("AUTOMODEL_TEST_POSTGRES_URL")
-needs_pg = pytest.mark.skipif(
-    not PG_URL, reason="set AUTOMODEL_TEST_POSTGRES_URL (see scripts/throwaway_postgres.sh)"
+needs_pg = require_service(
+    "PostgreSQL",
+    bool(PG_URL),
+    "set AUTOMODEL_TEST_POSTGRES_URL (see scripts/throwaway_postgres.sh)",
 )
 
 

@@ -6,15 +6,15 @@ from __future__ import annotations
 import ast
 import os
 import re
+import subprocess
+import sys
 import uuid
-from pathlib import Path
 
 import pytest
 
-from automodel import config
-from tests.conftest import FAST, cli
+from tests.conftest import FAST, ROOT, cli, require_service
 
-PKG = Path(__file__).resolve().parent.parent / "automodel"
+PKG = ROOT / "automodel"
 PG_URL = os.environ.get("AUTOMODEL_TEST_POSTGRES_URL")
 
 
@@ -31,17 +31,27 @@ def _calls(tree: ast.AST):
             yield owner, name, node
 
 
+def test_ruff_security_rules_pass_on_the_package():
+    # Bandit's checks (ruff's S rules: eval, exec, pickle, unsafe yaml.load, shell=True, ...);
+    # the findings reviewed as deliberate are per-file-ignores in pyproject.toml, with reasons.
+    res = subprocess.run(
+        [sys.executable, "-m", "ruff", "check", "--no-cache", "--select", "S", str(PKG)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
 @pytest.mark.parametrize("path", sorted(PKG.rglob("*.py")), ids=lambda p: str(p.relative_to(PKG)))
-def test_no_eval_exec_pickle_or_unsafe_torch_load(path):
+def test_torch_load_is_weights_only_and_nothing_is_imported_or_built_by_name(path):
+    """What ruff does not check: torch.load unpickles unless weights_only=True; __import__
+    and Hydra's _target_ would let a config name code to run."""
     source = path.read_text()
     for owner, name, node in _calls(ast.parse(source)):
-        if isinstance(node.func, ast.Name):  # builtins; model.eval() is a method, and fine
-            assert name not in ("eval", "exec", "__import__"), (
-                f"{path.name}:{node.lineno} calls {name}"
-            )
-        assert not (owner == "pickle" and name in ("load", "loads")), f"{path.name}:{node.lineno}"
-        assert not (owner == "yaml" and name in ("load", "unsafe_load")), (
-            f"{path.name}:{node.lineno} use yaml.safe_load"
+        assert not (isinstance(node.func, ast.Name) and name == "__import__"), (
+            f"{path.name}:{node.lineno} calls __import__"
         )
         if owner == "torch" and name == "load":
             kw = {k.arg: k.value for k in node.keywords}
@@ -60,23 +70,7 @@ def test_generated_script_template_loads_weights_safely():
     assert not re.search(r"(?<![.\w])(eval|exec|__import__)\s*\(|\bpickle\b", text)
 
 
-@pytest.mark.parametrize(
-    ("url", "masked"),
-    [
-        (
-            "postgresql+psycopg2://alice:s3cr%40t@db.example:5432/optuna",
-            "postgresql+psycopg2://alice:***@db.example:5432/optuna",
-        ),
-        ("http://bob:hunter2@mlflow:5000", "http://bob:***@mlflow:5000"),
-        ("postgresql://db.example/optuna", "postgresql://db.example/optuna"),
-        ("sqlite:///runs/mlflow.db", "sqlite:///runs/mlflow.db"),
-    ],
-)
-def test_mask_url(url, masked):
-    assert config.mask_url(url) == masked
-
-
-@pytest.mark.skipif(not PG_URL, reason="needs AUTOMODEL_TEST_POSTGRES_URL")
+@require_service("PostgreSQL", bool(PG_URL), "needs AUTOMODEL_TEST_POSTGRES_URL")
 def test_a_storage_password_appears_nowhere(tmp_path):
     # The throwaway server trusts local connections, so any password is accepted: we can
     # run a real search with one and look for it everywhere the search wrote or printed.

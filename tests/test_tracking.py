@@ -32,7 +32,7 @@ from automodel import study as studylib
 from automodel.__main__ import main
 from automodel.config import ConfigError
 from automodel.tracking.writer import Writer, coalesce
-from tests.conftest import FAST, POISONED, ROOT, cli, load_study, spawned
+from tests.conftest import FAST, POISONED, ROOT, cli, load_study, require_service, spawned
 
 TRACKED = [o for o in FAST if not o.startswith("tracking.")] + ["tracking.enabled=true"]
 
@@ -577,7 +577,7 @@ def test_a_password_in_the_tracking_url_is_never_written(served, tmp_path):
             assert b"hunter2" not in path.read_bytes(), path
 
 
-@pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium is not installed")
+@require_service("chromium", shutil.which("chromium") is not None, "apt-get install chromium")
 def test_the_experiment_page_shows_the_study_in_a_headless_browser(served):
     exp = _api(served.url, "/api/2.0/mlflow/experiments/get-by-name?experiment_name=automodel")
     page = f"{served.url}/#/experiments/{exp['experiment']['experiment_id']}/runs"

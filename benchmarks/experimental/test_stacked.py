@@ -1,13 +1,34 @@
-"""Experimental stacked training: k candidates at once give each its own, correct result."""
+"""Experimental stacked training: k candidates at once give each its own, correct result.
+
+Not part of the default test run (testpaths is tests/):
+    python -m pytest -q benchmarks/experimental/test_stacked.py
+"""
 
 from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
 from automodel import data as datalib
-from automodel import models, stacked, train
+from automodel import models, train
 from automodel.config import DataConfig
+
+
+def _load_stacked():
+    # By its path: benchmarks/ is no package, and whether this folder is on sys.path
+    # depends on how pytest imports this file.
+    spec = importlib.util.spec_from_file_location("stacked", Path(__file__).with_name("stacked.py"))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+stacked = _load_stacked()
 
 
 @pytest.fixture(scope="module")
