@@ -7,6 +7,7 @@ turns the resulting DictConfig into plain, checked dataclasses. Every problem ra
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import importlib.resources
 import os
@@ -63,6 +64,11 @@ class DataConfig:
     path: str | None = None
     target: str | None = None
     drop: list[str] = field(default_factory=list)
+    # csv: how the file is read. delimiter null: detected among , ; tab |. decimal null: a
+    # comma when the file is not comma-delimited and writes its numbers only with commas.
+    delimiter: str | None = None
+    encoding: str = "utf-8"
+    decimal: str | None = None
     # image_folder and torchvision: resize to image_size x image_size (null: keep the size).
     image_size: int | None = None
     # Larger image data is read batch by batch by a DataLoader instead of held as tensors.
@@ -289,6 +295,7 @@ def _validate_data(d: DataConfig) -> None:
             f"data.name {d.name!r} is not a torchvision dataset automodel reads; known: "
             f"{', '.join(TORCHVISION_SETS)}"
         )
+    _validate_reading(d)
     if d.image_size is not None and not 4 <= d.image_size <= 4096:
         raise ConfigError(f"data.image_size must be null or in [4, 4096], got {d.image_size}")
     if d.in_memory_mb < 0:
@@ -297,6 +304,24 @@ def _validate_data(d: DataConfig) -> None:
         raise ConfigError(f"data.loader_workers must be >= 0, got {d.loader_workers}")
     if d.name is None:  # csv, image_folder: named after the file or folder
         d.name = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(d.path).stem).strip("-._") or source
+
+
+def _validate_reading(d: DataConfig) -> None:
+    if d.delimiter in ("tab", "\\t"):
+        d.delimiter = "\t"
+    if d.delimiter is not None and (len(d.delimiter) != 1 or d.delimiter in '"\r\n'):
+        raise ConfigError(
+            f"data.delimiter must be one character such as ',' ';' '|' or tab, got {d.delimiter!r}"
+        )
+    try:
+        codecs.lookup(d.encoding)
+    except (LookupError, TypeError):
+        raise ConfigError(
+            f"data.encoding {d.encoding!r} is not an encoding Python knows; for example utf-8, "
+            "latin-1, cp1252, utf-16"
+        ) from None
+    if d.decimal not in (None, ".", ","):
+        raise ConfigError(f"data.decimal must be null, '.' or ',', got {d.decimal!r}")
 
 
 def _devices(value: Any) -> str | list[int]:

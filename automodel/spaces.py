@@ -279,3 +279,70 @@ def _check_enqueued(i: int, fixed: Any, space: Space, rules: dict[str, Param]) -
             raise ValueError(
                 f"{where}.{key}: {value!r} is outside the space's range [{entry.low}, {entry.high}]"
             )
+
+
+def fit_to_data(raw: dict, n_train: int) -> tuple[dict, list[str]]:
+    """The space as it can apply to `n_train` training rows, and a notice per change.
+
+    A batch size above the training rows cannot apply: such choices are dropped and ranges
+    clipped; when none is left the whole training split becomes the one batch. Enqueued
+    trials follow (their batch size becomes the largest one left below it). Only a copy of
+    `raw` is changed: the study keeps the space as written, so the same space on other data
+    is still the same study.
+    """
+    params = raw.get("params")
+    if not isinstance(params, dict) or "batch_size" not in params:
+        return raw, []
+    entry = params["batch_size"]
+    fitted, notice = _fit_batch_size(entry, n_train)
+    if notice is None:
+        return raw, []
+    out = {**raw, "params": {**params, "batch_size": fitted}}
+    out["enqueue"] = [_refit_enqueued(e, fitted) for e in raw.get("enqueue") or []]
+    return out, [notice]
+
+
+def _fit_batch_size(entry: Any, n: int) -> tuple[Any, str | None]:
+    def too_big(v) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and v > n
+
+    if not isinstance(entry, dict):
+        if too_big(entry):
+            return n, f"batch_size {entry} is more than the {n} training rows: using {n}"
+        return entry, None
+    if entry.get("type") == "categorical" and isinstance(entry.get("choices"), list):
+        choices = entry["choices"]
+        dropped = [c for c in choices if too_big(c)]
+        if not dropped:
+            return entry, None
+        kept = [c for c in choices if c not in dropped]
+        if not kept:
+            return n, (
+                f"batch_size choices {choices} are all more than the {n} training rows: "
+                f"each trial trains on the whole split as one batch of {n}"
+            )
+        return {**entry, "choices": kept}, (
+            f"batch_size: dropped {', '.join(map(str, dropped))} (more than the {n} "
+            f"training rows); searching {', '.join(map(str, kept))}"
+        )
+    if entry.get("type") == "int" and too_big(entry.get("high")):
+        if entry.get("low", 1) >= n:
+            return n, f"batch_size range is above the {n} training rows: using {n}"
+        return {**entry, "high": n}, f"batch_size: high clipped to the {n} training rows"
+    return entry, None
+
+
+def _refit_enqueued(trial: Any, entry: Any) -> Any:
+    """An enqueued trial's batch size moved into the fitted entry (dropped when fixed)."""
+    if not isinstance(trial, dict) or not isinstance(trial.get("batch_size"), int):
+        return trial
+    if not isinstance(entry, dict):
+        return {k: v for k, v in trial.items() if k != "batch_size"}
+    return {**trial, "batch_size": _nearest(trial["batch_size"], entry)}
+
+
+def _nearest(value: int, entry: dict) -> int:
+    if entry.get("type") == "int":
+        return min(max(value, entry["low"]), entry["high"])
+    below = [c for c in entry["choices"] if c <= value]
+    return max(below) if below else min(entry["choices"])

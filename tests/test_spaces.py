@@ -188,3 +188,25 @@ def test_every_family_param_is_searchable_by_some_space():
     for family in models.FAMILIES:
         known = spaces.known_params(family)
         assert set(models.get(family).params) <= set(known)
+
+
+def test_a_space_fits_small_data_by_dropping_batch_sizes_it_cannot_use():
+    raw = {
+        "family": "mlp",
+        "params": {"depth": 1, "batch_size": {"type": "categorical", "choices": [32, 64, 128]}},
+        "enqueue": [{"batch_size": 128}],
+    }
+    fitted, notices = spaces.fit_to_data(raw, 96)
+    assert fitted["params"]["batch_size"]["choices"] == [32, 64]
+    assert fitted["enqueue"] == [{"batch_size": 64}]
+    assert len(notices) == 1 and "dropped 128" in notices[0]
+    assert raw["params"]["batch_size"]["choices"] == [32, 64, 128]  # the study's space as written
+    spaces.parse(fitted)  # still a valid space, its enqueued trial a point of it
+
+    tiny, notices = spaces.fit_to_data(raw, 10)
+    assert tiny["params"]["batch_size"] == 10 and "whole split" in notices[0]
+    assert tiny["enqueue"] == [{}]  # a fixed value is not enqueued
+    spaces.parse(tiny)
+    ranged = {"family": "mlp", "params": {"batch_size": {"type": "int", "low": 16, "high": 256}}}
+    assert spaces.fit_to_data(ranged, 100)[0]["params"]["batch_size"]["high"] == 100
+    assert spaces.fit_to_data(raw, 1000) == (raw, [])

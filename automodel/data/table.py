@@ -1,4 +1,5 @@
-"""A CSV file of the user's: read, typed and cleaned here; encoded with training-split settings.
+"""A table of the user's (CSV or Parquet, read by data.tablefile): typed and cleaned here;
+encoded with training-split settings.
 
     load(cfg)             -> Raw: the cells of the feature columns as text, their schema, labels
     fit(schema, x_train)  -> columns: how each column is encoded, as plain data (DataSpec.columns)
@@ -14,7 +15,6 @@ warning. The exported script (export_script.RUNTIME) holds the same encoding, ce
 
 from __future__ import annotations
 
-import csv
 import math
 import re
 import zlib
@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from automodel.data import tablefile
 from automodel.data.source import Raw
 
 # Cells that count as missing, after stripping spaces (export_script.RUNTIME has the same).
@@ -40,7 +41,7 @@ _ID_NAME = re.compile(r"(^|[^a-z])(id|index|uuid)$", re.IGNORECASE)
 def load(cfg) -> Raw:
     """Read `cfg.path`; raises ValueError naming the problem (file, column, line, value)."""
     path = Path(cfg.path)
-    header, lines, rows = _read(path)
+    header, lines, rows = tablefile.read(path, cfg.delimiter, cfg.encoding, cfg.decimal)
     where = path.name
     if cfg.target not in header:
         raise ValueError(
@@ -87,41 +88,6 @@ def load(cfg) -> Raw:
         target=cfg.target,
         warnings=warnings,
     )
-
-
-def _read(path: Path) -> tuple[list[str], list[int], list[list[str]]]:
-    """(header, line number of each row, rows of stripped cells); blank lines are skipped."""
-    if not path.is_file():
-        what = "is a folder, not a CSV file" if path.is_dir() else "does not exist"
-        raise ValueError(f"data.path {str(path)!r} {what}")
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            reader = csv.reader(f)
-            rows, lines = [], []
-            for row in reader:
-                if any(cell.strip() for cell in row):
-                    rows.append([cell.strip() for cell in row])
-                    lines.append(reader.line_num)
-    except UnicodeDecodeError:
-        raise ValueError(f"data.path {str(path)!r} is not UTF-8 text") from None
-    except csv.Error as err:
-        raise ValueError(f"data.path {str(path)!r} is not a readable CSV: {err}") from None
-    if not rows:
-        raise ValueError(f"data.path {str(path)!r} is empty")
-    header = [name or f"column_{i + 1}" for i, name in enumerate(rows[0])]
-    seen = set()
-    for name in header:
-        if name in seen:
-            raise ValueError(f"{path.name}: column {name!r} appears twice in the header")
-        seen.add(name)
-    if len(rows) == 1:
-        raise ValueError(f"data.path {str(path)!r} has a header but no rows")
-    for line, row in zip(lines[1:], rows[1:], strict=True):
-        if len(row) != len(header):
-            raise ValueError(
-                f"{path.name}: line {line} has {len(row)} cells, the header {len(header)}"
-            )
-    return header, lines[1:], rows[1:]
 
 
 def _missing(texts: np.ndarray) -> np.ndarray:
