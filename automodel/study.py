@@ -168,9 +168,9 @@ def repair_torn_tail(path: Path, lock) -> bool:
 def _journal_file(path: str):
     """Optuna's journal file backend, without an fsync after every record.
 
-    A trial writes ~20 records (each suggested param, each report, each attribute), and the
-    stock backend fsyncs each one: 1-2 ms apiece on common disks, ~30 ms a trial, while holding
-    the lock that every worker needs. Without it the records still reach the operating system
+    A trial writes a record for each suggested param, each report and each attribute, and the
+    stock backend fsyncs every one while holding the lock that every worker needs
+    (benchmarks/overhead.py measures both backends side by side). Without it the records still reach the operating system
     at once, under the same lock and in the same format (JSON lines), so a killed process
     loses nothing; only a power failure can lose the last seconds of trials, which a resumed
     search reruns.
