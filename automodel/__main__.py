@@ -124,53 +124,53 @@ def _run(verb: str, overrides: list[str], show_cfg: str | None) -> int:
 
     from automodel import config
 
-    cfg = config.compose(overrides)
+    composed = config.compose(overrides)
     if show_cfg:
-        print(OmegaConf.to_yaml(cfg, resolve=True), end="")
+        print(OmegaConf.to_yaml(composed, resolve=True), end="")
         return 0
-    run = config.to_run_config(cfg)
+    cfg = config.to_run_config(composed)
     # Recorded in summary.json, the export's provenance and the MLflow run: never with a
     # URL's password in it.
     command = config.mask_url(
         "python -m automodel " + " ".join(shlex.quote(a) for a in [verb, *overrides])
     )
     if verb in ("search", "worker"):
-        from automodel.workers import stop_on_sigterm
+        from automodel.processes import stop_on_sigterm
 
         stop_on_sigterm()
-        return _search(run, command, attach=verb == "worker")
+        return _search(cfg, command, attach=verb == "worker")
     if verb == "status":
         from automodel import status
 
         one = any(o.lstrip("+").startswith("study.name=") for o in overrides)
-        return status.show(run, one_study=one)
+        return status.show(cfg, one_study=one)
     if verb == "export":
-        return _export(run, command)
+        return _export(cfg, command)
     if verb == "ui":
         from automodel import ui
 
-        return ui.serve(run)
+        return ui.serve(cfg)
     raise AssertionError(verb)
 
 
-def _export(run, command: str) -> int:
+def _export(cfg, command: str) -> int:
     from automodel import study_export
 
-    path = study_export.export_study(run, command)
+    path = study_export.export_study(cfg, command)
     print(path / "best_model.py")
     return 0
 
 
-def _search(run, command: str, attach: bool) -> int:
+def _search(cfg, command: str, attach: bool) -> int:
     from automodel import search
 
     try:
-        summary = search.search(run, command, attach=attach)
+        summary = search.search(cfg, command, attach=attach)
     except search.SearchStopped as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    if run.quiet:
-        print(Path(run.study_dir) / "summary.json")
+    if cfg.quiet:
+        print(Path(cfg.study_dir) / "summary.json")
     else:
         search.print_summary(summary)
     return 0

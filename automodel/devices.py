@@ -19,6 +19,14 @@ class Slot:
     def label(self) -> str:
         return "cpu" if self.gpu is None else f"cuda:{self.gpu}"
 
+    def environ(self) -> dict[str, str]:
+        """What a worker process of this slot starts with: torch and CUDA read these when they
+        initialise, so they are set before the process starts, not inside it."""
+        env = {"OMP_NUM_THREADS": str(self.threads), "MKL_NUM_THREADS": str(self.threads)}
+        if self.gpu is not None:
+            env["CUDA_VISIBLE_DEVICES"] = str(self.gpu)
+        return env
+
 
 def visible_gpus() -> list[int]:
     import torch
@@ -29,7 +37,7 @@ def visible_gpus() -> list[int]:
 MAX_AUTO_WORKERS = 8
 
 
-def plan(devices, workers: int | str, trials_per_device: int, threads: int | None) -> list[Slot]:
+def slots(devices, workers: int | str, trials_per_device: int, threads: int | None) -> list[Slot]:
     """Worker slots for a run; raises ValueError for GPUs that are not there."""
     cores = os.cpu_count() or 1
     if devices == "cpu" or (devices == "auto" and not visible_gpus()):
@@ -48,3 +56,17 @@ def plan(devices, workers: int | str, trials_per_device: int, threads: int | Non
     n = len(gpus) * trials_per_device
     per = threads or max(1, cores // n)
     return [Slot(g, per) for g in gpus for _ in range(trials_per_device)]
+
+
+def bind(slot: Slot, pinned: bool):
+    """Give this process the slot's share of threads; returns the torch.device it trains on.
+
+    A `pinned` process (a worker started with `slot.environ()`) sees only its GPU, as cuda:0;
+    the search process, which works the first slot itself, sees every GPU.
+    """
+    import torch
+
+    torch.set_num_threads(slot.threads)
+    if slot.gpu is None:
+        return torch.device("cpu")
+    return torch.device("cuda:0" if pinned else f"cuda:{slot.gpu}")

@@ -21,8 +21,6 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import torch
-
 
 def _mkstemp(path: Path) -> tuple[int, str]:
     """A temporary file beside `path`, readable like any file the user creates (mkstemp's
@@ -66,23 +64,8 @@ def write_json(path: Path, obj) -> None:
     write_atomic(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
-def save_checkpoint(path: Path, checkpoint: dict) -> None:
-    """A checkpoint is plain data plus tensors, so it loads with weights_only=True."""
-    fd, tmp = _mkstemp(path)
-    os.close(fd)
-    try:
-        torch.save(checkpoint, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def load_checkpoint(path: Path) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=True)
-
-
 def trial_checkpoint(study_dir: Path, number: int) -> Path:
+    """Where trial `number` keeps its weights (a checkpoint.Checkpoint) while it ranks top k."""
     return study_dir / "trials" / str(number) / "model.pt"
 
 

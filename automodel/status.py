@@ -8,15 +8,22 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from automodel import study as studylib
 from automodel.config import ConfigError, RunConfig
+from automodel.study import (
+    best_trial,
+    counts,
+    most_common_failure,
+    open_storage,
+    quiet_optuna,
+    ranked,
+)
 
 
-def show(run: RunConfig, one_study: bool, top: int = 10) -> int:
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
+def show(cfg: RunConfig, one_study: bool, top: int = 10) -> int:
+    quiet_optuna()
     if one_study:
-        return _show_study(run, top)
-    root = Path(run.runs_dir)
+        return _show_study(cfg, top)
+    root = Path(cfg.runs_dir)
     dirs = (
         sorted(p for p in root.iterdir() if p.is_dir() and _is_study_dir(p))
         if root.is_dir()
@@ -30,7 +37,7 @@ def show(run: RunConfig, one_study: bool, top: int = 10) -> int:
     )
     for d in dirs:
         summary = _summary(d)
-        c, best = _counts_and_best(d, run)
+        c, best = _counts_and_best(d)
         test = next(iter(summary.get("test", {}).values()), None) if summary else None
         print(
             f"{d.name:<32} {c.get('complete', '-'):>8} {c.get('pruned', '-'):>7} {c.get('failed', '-'):>7} "
@@ -53,43 +60,43 @@ def _summary(study_dir: Path) -> dict:
 def _load(study_dir: Path, name: str, storage_url: str | None) -> optuna.Study | None:
     if storage_url is None and not (study_dir / "study.journal").exists():
         return None
-    storage = studylib.open_storage(storage_url, study_dir)
+    storage = open_storage(storage_url, study_dir)
     try:
         return optuna.load_study(study_name=name, storage=storage)
     except KeyError:
         return None
 
 
-def _counts_and_best(study_dir: Path, run: RunConfig) -> tuple[dict, float | None]:
+def _counts_and_best(study_dir: Path) -> tuple[dict, float | None]:
     study = _load(study_dir, study_dir.name, None)
     if study is None:  # an RDB study: the last summary is what we know here
         summary = _summary(study_dir)
         return summary.get("counts", {}), next(iter(summary.get("val", {}).values()), None)
-    best = studylib.best_trial(study)
-    return studylib.counts(study), best.value if best else None
+    best = best_trial(study)
+    return counts(study), best.value if best else None
 
 
-def _show_study(run: RunConfig, top: int) -> int:
-    study = _load(run.study_dir, run.study.name, run.study.storage)
+def _show_study(cfg: RunConfig, top: int) -> int:
+    study = _load(cfg.study_dir, cfg.study.name, cfg.study.storage)
     if study is None:
         raise ConfigError(
-            f"no study named {run.study.name!r} under {run.runs_dir}/ (or in study.storage)"
+            f"no study named {cfg.study.name!r} under {cfg.runs_dir}/ (or in study.storage)"
         )
-    c = studylib.counts(study)
+    c = counts(study)
     print(
-        f"study {run.study.name}: {c['complete']} complete, {c['pruned']} pruned, "
+        f"study {cfg.study.name}: {c['complete']} complete, {c['pruned']} pruned, "
         f"{c['failed']} failed, {c['running']} running"
     )
-    ranked = studylib.ranked(study)[:top]
-    if not ranked:
+    top_trials = ranked(study)[:top]
+    if not top_trials:
         print("no completed trial yet")
-    for rank, t in enumerate(ranked, 1):
+    for rank, t in enumerate(top_trials, 1):
         params = " ".join(f"{k}={_num(v)}" for k, v in t.params.items())
         print(f"{rank:>3}. trial {t.number:<4} val={t.value:.4f}  epochs={t.last_step}  {params}")
     failed = study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
     if failed:
-        reason, n = studylib.most_common_failure(failed)
-        print(f"most common failure ({n}x): {reason}")
+        cause, n = most_common_failure(failed)
+        print(f"most common failure ({n}x): {cause}")
     return 0
 
 

@@ -1,14 +1,19 @@
-"""The Optuna side of a search: storage, sampler and pruner tables, stale-trial cleanup.
+"""The Optuna side of a search: storage, opening a study (and refusing a foreign one),
+sampler and pruner tables, stale-trial cleanup, ranking.
 
 Storage: a JournalStorage file at `<study_dir>/study.journal` by default (safe for many
 processes on one host, unlike SQLite), or any Optuna RDB URL (PostgreSQL for many hosts; with
 a heartbeat so a killed worker's trial is failed by the others).
+
+A study's identity is the space and the data it was created with (user attributes): a rerun
+or a worker with other settings would mix incomparable trials, so it is refused.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 import math
 import os
 import socket
@@ -18,6 +23,10 @@ from pathlib import Path
 
 import optuna
 from optuna.trial import TrialState
+
+from automodel import config
+from automodel.config import ConfigError, RunConfig
+from automodel.errors import reason
 
 HEARTBEAT_SECONDS = 10
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -33,6 +42,88 @@ class Surplus(RuntimeError):
 
 def is_surplus(trial: optuna.trial.FrozenTrial) -> bool:
     return bool(trial.user_attrs.get(SURPLUS_ATTR))
+
+
+def quiet_optuna() -> None:
+    # Our progress lines replace Optuna's per-trial INFO logs; failures are reported by us.
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    logging.getLogger("optuna").setLevel(logging.ERROR)
+
+
+def load_or_create(
+    cfg: RunConfig, space: str, direction: str, seed_offset: int = 0, must_exist: bool = False
+) -> optuna.Study:
+    """Create the study of `cfg` or attach to it; refuse one created with another space (its
+    YAML source) or data. Raises ConfigError.
+
+    Each worker passes its own `seed_offset`, so concurrent samplers do not propose alike.
+    `must_exist`: a worker joining; a missing study is an error, and nothing is created.
+    """
+    try:
+        sampler = make_sampler(cfg.study.sampler, cfg.seed + seed_offset)
+        pruner = make_pruner(cfg.study.pruner, cfg.trainer.max_epochs)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    missing = ConfigError(
+        f"no study named {cfg.study.name!r} in {storage_label(cfg)}; start it with "
+        "python -m automodel search (same settings), then add workers"
+    )
+    if must_exist and cfg.study.storage is None and not (cfg.study_dir / "study.journal").exists():
+        raise missing  # before opening the journal, which would create it
+    storage = open_study_storage(cfg)
+    identity = {"space": space, "data": config.as_dict(cfg)["data"]}
+    try:
+        existing = optuna.load_study(study_name=cfg.study.name, storage=storage).user_attrs
+    except KeyError:  # a new study
+        if must_exist:
+            raise missing from None
+        existing = {}
+    for key, value in identity.items():
+        if existing.get(key) not in (None, value):
+            raise ConfigError(
+                f"study {cfg.study.name!r} was created with a different {key} "
+                f"({_difference(existing[key], value)}); rerun with the original settings "
+                "or choose a new study.name"
+            )
+    study = optuna.create_study(
+        study_name=cfg.study.name,
+        storage=storage,
+        sampler=sampler,
+        pruner=pruner,
+        direction=direction,
+        load_if_exists=True,
+    )
+    for key, value in identity.items():
+        if key not in study.user_attrs:
+            study.set_user_attr(key, value)
+    return study
+
+
+def _difference(old, new, prefix: str = "") -> str:
+    """The first setting that differs, as `path: old then, new now`."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        for k in list(old) + [k for k in new if k not in old]:
+            if old.get(k) != new.get(k):
+                return _difference(old.get(k), new.get(k), f"{prefix}{k}.")
+    return f"{prefix.rstrip('.') or 'value'}: {old!r} then, {new!r} now"
+
+
+def storage_label(cfg: RunConfig) -> str:
+    """Where the study lives, for messages and summary.json: never with a URL's password."""
+    return config.mask_url(cfg.study.storage) or str(cfg.study_dir / "study.journal")
+
+
+def open_study_storage(cfg: RunConfig) -> optuna.storages.BaseStorage:
+    """The study storage of `cfg`; a storage that cannot be opened is a one-line ConfigError."""
+    if cfg.study.storage is None:
+        return open_storage(None, cfg.study_dir)
+    try:
+        return open_storage(cfg.study.storage, cfg.study_dir)
+    except Exception as err:  # driver missing, server down, bad credentials: all user-fixable
+        raise ConfigError(
+            f"cannot open study.storage {config.mask_url(cfg.study.storage)!r}: "
+            f"{config.mask_url(reason(err))}"
+        ) from None
 
 
 def open_storage(storage_url: str | None, study_dir: Path) -> optuna.storages.BaseStorage:
@@ -77,9 +168,9 @@ def repair_torn_tail(path: Path, lock) -> bool:
 def _journal_file(path: str):
     """Optuna's journal file backend, without an fsync after every record.
 
-    A trial writes ~20 records (each suggested param, each report, each attribute), and the
-    stock backend fsyncs each one: 1-2 ms apiece on common disks, ~30 ms a trial, while holding
-    the lock that every worker needs. Without it the records still reach the operating system
+    A trial writes a record for each suggested param, each report and each attribute, and the
+    stock backend fsyncs every one while holding the lock that every worker needs
+    (benchmarks/overhead.py measures both backends side by side). Without it the records still reach the operating system
     at once, under the same lock and in the same format (JSON lines), so a killed process
     loses nothing; only a power failure can lose the last seconds of trials, which a resumed
     search reruns.

@@ -1,9 +1,9 @@
 """The `export` verb: write <study>/export/ for a finished study's best trial or another one.
 
-    export_study(run) -> the export folder, from best_model.pt or from trial `run.trial`
+    export_study(cfg) -> the export folder, from best_model.pt or from trial `cfg.trial`
 
-export.py turns a checkpoint into code; this module finds the checkpoint on disk (or retrains
-the trial, as the search would have) with the settings the study was searched with.
+automodel.export turns a checkpoint into code; this module finds the checkpoint on disk (or
+retrains the trial, as the search would have) with the settings the study was searched with.
 """
 
 from __future__ import annotations
@@ -17,38 +17,43 @@ import torch
 from optuna.trial import TrialState
 
 from automodel import config, export, outputs, search
+from automodel.checkpoint import Checkpoint, CheckpointError
 from automodel.config import ConfigError, RunConfig
 
 
-def export_study(run: RunConfig, command: str = "") -> Path:
-    """`python -m automodel export`: write <study>/export/ for the best trial or `run.trial`.
+def export_study(cfg: RunConfig, command: str = "") -> Path:
+    """`python -m automodel export`: write <study>/export/ for the best trial or `cfg.trial`.
 
     The best trial comes from best_model.pt. Another trial comes from its kept weights, or is
-    retrained from its seed (like best_model) when they were not kept; both take the data and
-    trainer settings the study was searched with (its config.yaml), not this command's.
+    retrained from its seed (as the search's end would) when they were not kept; both take the
+    data and trainer settings the study was searched with (its config.yaml), not this command's.
     """
-    study_dir = run.study_dir
+    study_dir = cfg.study_dir
     if not (study_dir / "config.yaml").is_file():
         raise ConfigError(
-            f"no study {run.study.name!r} under {run.runs_dir}/; "
+            f"no study {cfg.study.name!r} under {cfg.runs_dir}/; "
             "list them with: python -m automodel status"
         )
     summary = _read_json(study_dir / "summary.json")
-    if run.trial is None or run.trial == summary.get("best_trial"):
+    model = None
+    if cfg.trial is None or cfg.trial == summary.get("best_trial"):
         if not (study_dir / "best_model.pt").is_file():
             raise ConfigError(
-                f"study {run.study.name!r} has no best model yet; finish its search first"
+                f"study {cfg.study.name!r} has no best model yet; finish its search first"
             )
-        ckpt = outputs.load_checkpoint(study_dir / "best_model.pt")
+        try:
+            ckpt = Checkpoint.load(study_dir / "best_model.pt")
+        except CheckpointError as err:
+            raise ConfigError(str(err)) from None
     else:
-        ckpt = _trial_checkpoint(run, run.trial)
+        ckpt, model = _trial_checkpoint(cfg, cfg.trial)
     prov = export.provenance(
-        run.study.name, command, summary.get("mlflow_run_id"), summary.get("command")
+        cfg.study.name, command, summary.get("mlflow_run_id"), summary.get("command")
     )
     try:
-        return export.write(study_dir, ckpt, prov)
+        return export.write(study_dir, ckpt.to_dict(), prov, model=model)
     except export.ExportError as err:
-        raise ConfigError(f"cannot export trial {ckpt['trial']}: {err}") from None
+        raise ConfigError(f"cannot export trial {ckpt.trial}: {err}") from None
 
 
 def _read_json(path: Path) -> dict:
@@ -58,27 +63,27 @@ def _read_json(path: Path) -> dict:
         return {}
 
 
-def _trial_checkpoint(run: RunConfig, number: int) -> dict:
-    """Trial `number`'s checkpoint, with its test metric measured now."""
+def _trial_checkpoint(cfg: RunConfig, number: int) -> tuple[Checkpoint, torch.nn.Module]:
+    """Trial `number`'s checkpoint, with its test metric measured now, and its model."""
     if number < 0:
         raise ConfigError(f"trial must be a trial number >= 0, got {number}")
-    saved = _searched_with(run)
+    saved = _searched_with(cfg)
     plan = search.prepare(saved)
     search.quiet_optuna()
     study = optuna.load_study(study_name=saved.study.name, storage=search.open_study_storage(saved))
     trials = {t.number: t for t in study.get_trials(deepcopy=False)}
     if number not in trials:
         raise ConfigError(
-            f"study {run.study.name!r} has no trial {number}; its trials are 0..{len(trials) - 1}"
+            f"study {cfg.study.name!r} has no trial {number}; its trials are 0..{len(trials) - 1}"
         )
     trial = trials[number]
     if trial.state != TrialState.COMPLETE:
         raise ConfigError(
-            f"trial {number} of study {run.study.name!r} is {trial.state.name.lower()}; "
+            f"trial {number} of study {cfg.study.name!r} is {trial.state.name.lower()}; "
             "only complete trials can be exported"
         )
-    kept = outputs.trial_checkpoint(run.study_dir, number)
-    if not kept.exists() and not run.quiet:
+    kept = outputs.trial_checkpoint(cfg.study_dir, number)
+    if not kept.exists() and not cfg.quiet:
         print(
             f"trial {number} kept no weights (only the top study.keep_top_k trials do): "
             f"retraining it from its seed into {kept}",
@@ -88,12 +93,12 @@ def _trial_checkpoint(run: RunConfig, number: int) -> dict:
     device = torch.device("cpu")
     if saved.trainer.threads:  # as the trial ran: a thread count can change the last bits
         torch.set_num_threads(saved.trainer.threads)
-    model, ckpt = search.best_model(plan, trial, device)
-    ckpt["test"] = search.test_metrics(model.to(device), plan.data, saved.trainer.eval_batch_size)
-    return ckpt
+    ckpt, model = search.trained(plan, trial, device)
+    ckpt.test = search.test_metrics(model, plan.data, saved.trainer.eval_batch_size)
+    return ckpt, model
 
 
-def _searched_with(run: RunConfig) -> RunConfig:
+def _searched_with(cfg: RunConfig) -> RunConfig:
     """The settings the study was searched with: its config.yaml and its own search space.
 
     The storage URL is masked on disk, so it comes from this command line (as for status).
@@ -101,12 +106,12 @@ def _searched_with(run: RunConfig) -> RunConfig:
     import yaml
     from omegaconf import OmegaConf
 
-    saved = yaml.safe_load((run.study_dir / "config.yaml").read_text())
+    saved = yaml.safe_load((cfg.study_dir / "config.yaml").read_text())
     saved.update(
-        search_space=str(run.study_dir / "search_space.yaml"),
-        runs_dir=run.runs_dir,
+        search_space=str(cfg.study_dir / "search_space.yaml"),
+        runs_dir=cfg.runs_dir,
         trial=None,
-        quiet=run.quiet,
+        quiet=cfg.quiet,
     )
-    saved["study"]["storage"] = run.study.storage
+    saved["study"]["storage"] = cfg.study.storage
     return config.to_run_config(OmegaConf.create(saved))

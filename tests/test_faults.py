@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import resource
 import signal
 import subprocess
@@ -89,6 +90,60 @@ def test_runs_dir_that_is_a_file_is_refused(tmp_path):
     res = cli("search", *FAST, f"runs_dir={a_file}")
     assert res.returncode == 2
     assert res.stderr.strip() == f"error: runs_dir '{a_file}' is a file, not a folder"
+
+
+def _pid_namespaces_work() -> bool:
+    try:
+        cmd = ["unshare", "--fork", "--pid", "--mount-proc", "true"]
+        return subprocess.run(cmd, capture_output=True, timeout=30).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+@pytest.mark.skipif(
+    not _pid_namespaces_work(), reason="unshare --pid is not allowed here (needs root or userns)"
+)
+def test_workers_run_when_the_search_is_pid_1(tmp_path):
+    """A container's entrypoint is PID 1: its workers must not take that for a dead parent."""
+    runs = tmp_path / "runs"
+    args = [
+        *FAST,
+        f"runs_dir={runs}",
+        "workers=2",
+        "devices=cpu",
+        "study.n_trials=8",
+        # Unpruned trials of ~1 s: the worker has imported torch before the budget is spent.
+        "trainer.max_epochs=50",
+        "study.pruner=none",
+    ]
+    in_new_pid_namespace = ["unshare", "--fork", "--pid", "--mount-proc"]
+    res = subprocess.run(
+        [*in_new_pid_namespace, sys.executable, "-m", "automodel", "search", *args],
+        cwd=ROOT,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert res.returncode == 0, res.stderr
+    assert "exited with code" not in res.stderr, res.stderr
+    trials = load_study(runs / "synthetic-mlp").get_trials()
+    pids = {t.user_attrs[studylib.WORKER_ATTR].rsplit(":", 1)[1] for t in trials}
+    assert "1" in pids and len(pids) == 2, pids  # the search (PID 1) and its one worker
+
+
+def test_a_worker_whose_parent_is_gone_exits_130_without_a_traceback():
+    # A parent pid that is not ours: as if the search died before the worker asked Linux to
+    # signal its death.
+    code = (
+        "from automodel.search.workers import worker_main; "
+        "worker_main(None, None, 1, 0.0, 0.0, parent_pid=-1)"
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert res.returncode == 130, res.stderr
+    assert "Traceback" not in res.stderr
 
 
 class Failing(torch.nn.Module):

@@ -94,6 +94,19 @@ def test_resume_counts_finished_trials_toward_the_total(make_run):
     assert again["best_trial"] in numbers
 
 
+def test_an_unreadable_kept_checkpoint_is_retrained_with_a_warning(make_run, capsys):
+    first = search.search(make_run("study.n_trials=2"))
+    kept = make_run().study_dir / "trials" / str(first["best_trial"]) / "model.pt"
+    kept.write_bytes(b"")  # torn: a disk that filled up mid-write
+    again = search.search(make_run("study.n_trials=2"))  # a finished study only reports
+    err = capsys.readouterr().err
+    assert f"retraining trial {first['best_trial']} from its seed" in err
+    assert "not a readable checkpoint" in err
+    assert again["best_trial"] == first["best_trial"]
+    assert again["test"] == pytest.approx(first["test"])
+    assert torch.load(kept, weights_only=True)["trial"] == first["best_trial"]
+
+
 def test_a_changed_space_on_resume_is_refused(make_run, tmp_path):
     search.search(make_run("study.n_trials=2"))
     before = (make_run().study_dir / "study.journal").read_bytes()

@@ -1,12 +1,11 @@
 """Worker processes: one per device slot, all asking the same study for trials.
 
-Each worker is a long-lived process (imports cost ~3 s, paid once, not per trial) pinned to
-its slot: `CUDA_VISIBLE_DEVICES=<gpu>` (so it trains on cuda:0) or, on the CPU, an equal share
-of the cores (`OMP_NUM_THREADS` and `torch.set_num_threads`): two one-thread processes train
-small models ~1.8x faster than one two-thread process, while oversubscribed threads are 5-10x
-slower. Workers are asynchronous (no batches), share the budget through the study, and seed
-their samplers differently. The search process itself works the first slot, so the first
-trial starts without waiting for a new process to import torch.
+Each worker is a long-lived process (it imports torch once, not per trial) pinned to its
+slot: `CUDA_VISIBLE_DEVICES=<gpu>` (so it trains on cuda:0) or, on the CPU, an equal share of
+the cores, because oversubscribed threads slow every worker down (benchmarks/parallel.py
+measures workers against threads). Workers are asynchronous (no batches), share the budget
+through the study, and seed their samplers differently. The search process itself works the
+first slot, so the first trial starts without waiting for a new process to import torch.
 """
 
 from __future__ import annotations
@@ -14,7 +13,6 @@ from __future__ import annotations
 import multiprocessing
 import multiprocessing.connection
 import os
-import signal
 import sys
 import traceback
 from collections.abc import Callable
@@ -22,6 +20,9 @@ from contextlib import contextmanager
 
 from automodel.config import ConfigError
 from automodel.devices import Slot
+from automodel.processes import die_with_parent, stop_on_sigterm
+from automodel.search.plan import Plan
+from automodel.search.trial import SearchStopped, run_slot
 
 # Seconds a worker gets after Ctrl-C to record its trial as failed and exit.
 STOP_GRACE = 15
@@ -41,15 +42,8 @@ def _environ(values: dict[str, str]):
                 os.environ[k] = v
 
 
-def slot_env(slot: Slot) -> dict[str, str]:
-    env = {"OMP_NUM_THREADS": str(slot.threads), "MKL_NUM_THREADS": str(slot.threads)}
-    if slot.gpu is not None:
-        env["CUDA_VISIBLE_DEVICES"] = str(slot.gpu)
-    return env
-
-
 def run_parallel(
-    plan, slots: list[Slot], deadline: float, start: float, run_here: Callable[[], None]
+    plan: Plan, slots: list[Slot], deadline: float, start: float, run_here: Callable[[], None]
 ) -> list[str]:
     """Run the first slot in this process (`run_here`) and one worker process per other slot,
     until the budget is met; returns problems to report.
@@ -58,18 +52,7 @@ def run_parallel(
     STOP_GRACE seconds, then KeyboardInterrupt propagates to the caller. An error of this
     process's slot is raised once the workers have finished.
     """
-    ctx = multiprocessing.get_context("spawn")  # fork would copy torch's threads and CUDA state
-    procs = []
-    for index, slot in enumerate(slots[1:], start=1):
-        # Set before start(): the child reads them when torch and CUDA initialise.
-        with _environ(slot_env(slot)):
-            proc = ctx.Process(
-                target=worker_main,
-                args=(plan, slot, index, deadline, start),
-                name=f"automodel-worker-{index}",
-            )
-            proc.start()
-        procs.append(proc)
+    procs = _start(plan, slots, deadline, start)
     error = None
     try:
         try:
@@ -90,13 +73,28 @@ def run_parallel(
         raise
     if error is not None:
         raise error
-    problems = []
-    for index, proc in enumerate(procs, start=1):
-        if proc.exitcode not in (0, None):
-            problems.append(
-                f"worker {index} ({slots[index].label}) exited with code {proc.exitcode}"
+    return [
+        f"worker {index} ({slots[index].label}) exited with code {proc.exitcode}"
+        for index, proc in enumerate(procs, start=1)
+        if proc.exitcode not in (0, None)
+    ]
+
+
+def _start(plan: Plan, slots: list[Slot], deadline: float, start: float) -> list:
+    """One started worker process per slot after the first."""
+    ctx = multiprocessing.get_context("spawn")  # fork would copy torch's threads and CUDA state
+    procs = []
+    for index, slot in enumerate(slots[1:], start=1):
+        # Set before start(): the child reads them when torch and CUDA initialise.
+        with _environ(slot.environ()):
+            proc = ctx.Process(
+                target=worker_main,
+                args=(plan, slot, index, deadline, start, os.getpid()),
+                name=f"automodel-worker-{index}",
             )
-    return problems
+            proc.start()
+        procs.append(proc)
+    return procs
 
 
 def _stop(procs: list) -> None:
@@ -115,43 +113,21 @@ def _stop(procs: list) -> None:
             proc.kill()
 
 
-def stop_on_sigterm() -> None:
-    """Treat SIGTERM (kill, SLURM or Kubernetes preemption) like Ctrl-C: the running trial is
-    recorded as failed and the process exits, instead of vanishing with the trial RUNNING."""
+def worker_main(
+    plan: Plan, slot: Slot, index: int, deadline: float, start: float, parent_pid: int
+) -> None:
+    """Entry point of a worker process: attach to the study and run trials.
 
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, interrupt)
-
-
-def _die_with_parent() -> None:
-    """Ask Linux to send us SIGTERM when the search process dies, even by SIGKILL.
-
-    Orphaned workers would otherwise go on training for a search nobody is running.
+    `parent_pid` is the search process's pid: a worker outlives it by at most a signal, even
+    when the search is PID 1 (a container's entrypoint).
     """
-    if not sys.platform.startswith("linux"):
-        return
-    import ctypes
-
-    pr_set_pdeathsig = 1
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
-    if os.getppid() == 1:  # the parent died before prctl took effect
-        raise KeyboardInterrupt
-
-
-def worker_main(plan, slot: Slot, index: int, deadline: float, start: float) -> None:
-    """Entry point of a worker process: attach to the study and run trials."""
-    from automodel import search
-
     stop_on_sigterm()
-    _die_with_parent()
     try:
-        search.run_slot(plan, slot, index, deadline, start)
+        die_with_parent(parent_pid)  # raises KeyboardInterrupt if the parent is already gone
+        run_slot(plan, slot, index, deadline, start)
     except KeyboardInterrupt:
         sys.exit(130)
-    except search.SearchStopped as err:
+    except SearchStopped as err:
         print(f"worker {index}: {err}", file=sys.stderr, flush=True)
         sys.exit(1)
     except ConfigError as err:  # one line, as the search process says it

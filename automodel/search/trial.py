@@ -1,0 +1,272 @@
+"""Trials: one candidate trained per Optuna trial, the top-k weights kept, a loop to the budget.
+
+    Objective(plan, device)      params -> model -> train.fit, reporting each epoch to the trial
+    run_trials(plan, study, ...) ask the shared study for trials until the budget says stop
+    run_slot(plan, slot, ...)    run_trials on one device slot: in this process or a worker's
+    trained(plan, trial, device) a finished trial's Checkpoint and model (kept, or retrained)
+
+Trials are created through `study.optimize(n_trials=1)` one at a time so that the budget,
+the failure guard and Ctrl-C are checked between trials, and Optuna's heartbeat (RDB) runs.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import optuna
+import torch
+from optuna.trial import TrialState
+
+from automodel import devices, models, outputs, train
+from automodel.checkpoint import Checkpoint, CheckpointError
+from automodel.config import RunConfig
+from automodel.errors import reason
+from automodel.search.console import Progress, warn
+from automodel.search.plan import Plan, open_study
+from automodel.study import (
+    FAIL_ATTR,
+    FINISHED,
+    METRIC_ATTR,
+    SURPLUS_ATTR,
+    VAL_LOSS_ATTR,
+    WORKER_ATTR,
+    Surplus,
+    counts,
+    fail_dead_local_trials,
+    has_heartbeat,
+    is_surplus,
+    most_common_failure,
+    quiet_optuna,
+    rank_key,
+    sign_of,
+    worker_id,
+)
+
+# How often a worker with nothing to start looks again at trials other workers are finishing.
+WAIT_SECONDS = 1.0
+
+
+class SearchStopped(RuntimeError):
+    """The search gave up (too many failures, no trial completed); exit code 1."""
+
+
+def candidate(
+    plan: Plan, number: int, params: dict, device: torch.device
+) -> tuple[torch.nn.Module, train.Recipe]:
+    """Trial `number`'s untrained model and its recipe, seeded by the trial's number: training
+    them again gives the same weights (on the same device and thread count)."""
+    seed = plan.cfg.seed + number
+    train.seed_everything(seed)
+    model = models.create(plan.space.family, params, plan.data.spec).to(device)
+    return model, train.Recipe.from_params(params, plan.cfg.trainer.max_epochs, seed)
+
+
+class Objective:
+    """Trains one candidate per call; holds what every trial of this worker shares."""
+
+    def __init__(self, plan: Plan, device: torch.device, tracker=None, deadline=math.inf):
+        self.plan = plan
+        self.device = device
+        self.data = plan.data.to(device)
+        self.tracker = tracker
+        self.worker = worker_id()
+        # study.timeout is a wall-clock budget: a trial still training then stops at the end
+        # of its epoch (pruned) instead of running on for minutes past it.
+        self.deadline = deadline
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        trial.set_user_attr(WORKER_ATTR, self.worker)
+        if self._surplus(trial):
+            trial.set_user_attr(SURPLUS_ATTR, True)
+            raise Surplus(
+                f"not run: other workers had already started the {self.plan.cfg.study.n_trials} "
+                "trials of the budget"
+            )
+        try:
+            return self._train(trial)
+        except optuna.TrialPruned:
+            raise
+        except Exception as err:
+            trial.set_user_attr(FAIL_ATTR, reason(err))
+            raise
+
+    def _surplus(self, trial: optuna.Trial) -> bool:
+        """Did concurrent workers fill the budget between our check and this trial's creation?
+
+        Trials are numbered in creation order, so the budget belongs to the lowest numbers:
+        this one is surplus when n_trials earlier trials are finished or still running.
+        """
+        ahead = trial.study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
+        return sum(1 for t in ahead if t.number < trial.number) >= self.plan.cfg.study.n_trials
+
+    def _train(self, trial: optuna.Trial) -> float:
+        cfg = self.plan.cfg
+        params = self.plan.space.sample(trial)
+        model, recipe = candidate(self.plan, trial.number, params, self.device)
+        n_parameters = models.n_parameters(model)
+        trial.set_user_attr("n_parameters", n_parameters)
+        trial.set_user_attr("device", str(self.device))
+        trial.set_user_attr(METRIC_ATTR, self.data.spec.metric)
+        if self.tracker is not None:
+            self.tracker.trial_started(trial.number, params, str(self.device), n_parameters)
+        result = train.fit(
+            model,
+            self.data,
+            recipe,
+            eval_batch_size=cfg.trainer.eval_batch_size,
+            on_epoch_end=self._reporter(trial, recipe.epochs),
+            compile=cfg.trainer.compile,
+        )
+        trial.set_user_attr("best_epoch", result.best_epoch)
+        trial.set_user_attr(VAL_LOSS_ATTR, result.history[result.best_epoch - 1].val_loss)
+        self._keep_weights(trial, params, recipe, result)
+        return result.best_value
+
+    def _reporter(self, trial: optuna.Trial, epochs: int):
+        """The trainer's epoch callback: report to the trial (and MLflow), prune, stop at the
+        deadline."""
+
+        def on_epoch_end(epoch: train.Epoch) -> None:
+            trial.report(epoch.value, epoch.epoch)
+            if self.tracker is not None:
+                self.tracker.epoch(trial.number, epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"pruned after epoch {epoch.epoch}")
+            if time.time() > self.deadline and epoch.epoch < epochs:
+                raise optuna.TrialPruned(f"stopped after epoch {epoch.epoch}: study.timeout")
+
+        return on_epoch_end
+
+    def _keep_weights(self, trial, params, recipe, result: train.FitResult) -> None:
+        """Save this trial's weights if it ranks in the top k, and drop those pushed out."""
+        study_dir, k = self.plan.cfg.study_dir, self.plan.cfg.study.keep_top_k
+        done = trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        sign = sign_of(trial.study)
+        loss = result.history[result.best_epoch - 1].val_loss
+        mine = rank_key(result.best_value, loss, trial.number, sign)
+        keys = {
+            t.number: rank_key(t.value, t.user_attrs.get(VAL_LOSS_ATTR), t.number, sign)
+            for t in done
+        }
+        if sum(1 for key in keys.values() if key < mine) < k:
+            family, spec = self.plan.space.family, self.plan.data.spec
+            ckpt = Checkpoint.from_fit(family, params, spec, recipe, trial.number, result)
+            ckpt.save(outputs.trial_checkpoint(study_dir, trial.number))
+        ranked = sorted([*keys.values(), mine])
+        keep = {key[-1] for key in ranked[:k]}
+        outputs.prune_trials(study_dir, keep, {t.number for t in done})
+
+
+def trained(
+    plan: Plan, trial: optuna.trial.FrozenTrial, device: torch.device
+) -> tuple[Checkpoint, torch.nn.Module]:
+    """A complete trial's checkpoint and its trained model, built once: from its kept weights,
+    or retrained from its seed (and then kept) when there are none or they cannot be read."""
+    path = outputs.trial_checkpoint(plan.cfg.study_dir, trial.number)
+    try:
+        ckpt = Checkpoint.load(path)
+        return ckpt, ckpt.build_model(device)
+    except FileNotFoundError:  # weights live where the trial ran (another host), or were pruned
+        pass
+    except CheckpointError as err:
+        warn(f"{err}; retraining trial {trial.number} from its seed")
+    params = plan.space.complete(trial.params)
+    model, recipe = candidate(plan, trial.number, params, device)
+    dataset = plan.data.to(device)
+    result = train.fit(model, dataset, recipe, eval_batch_size=plan.cfg.trainer.eval_batch_size)
+    ckpt = Checkpoint.from_fit(
+        plan.space.family, params, plan.data.spec, recipe, trial.number, result
+    )
+    ckpt.save(path)
+    return ckpt, model
+
+
+def run_trials(
+    plan: Plan,
+    study: optuna.Study,
+    device: torch.device,
+    tracker=None,
+    start: float | None = None,
+    deadline: float = math.inf,
+) -> None:
+    """Ask the shared study for trials until the budget, `deadline` or the failure guard says stop.
+
+    Several processes (and hosts) may run this on one study at once: each checks the shared
+    counts before a trial, and `Objective` drops a trial that another worker's made surplus.
+    `deadline` is wall-clock (`time.time()`) so that all workers share it.
+    """
+    cfg = plan.cfg
+    start = time.monotonic() if start is None else start
+    objective = Objective(plan, device, tracker, deadline)
+    callbacks = [Progress(cfg, start, plan.data.spec.metric)]
+    if tracker is not None:
+        callbacks.append(lambda study, trial: tracker.trial_finished(trial))
+    while time.time() < deadline:
+        _fail_stale(study)
+        c = counts(study)
+        done = c["complete"] + c["pruned"]
+        if done >= cfg.study.n_trials:
+            break
+        if done + c["running"] >= cfg.study.n_trials:
+            # Other workers hold the last places; wait in case one of them fails or dies.
+            time.sleep(WAIT_SECONDS)
+            continue
+        failure_guard(study, cfg)
+        study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=callbacks)
+    failure_guard(study, cfg)
+
+
+def _fail_stale(study: optuna.Study) -> None:
+    """Free the places of trials whose worker died: on this host by pid, elsewhere by heartbeat."""
+    fail_dead_local_trials(study, include_unowned=False)
+    if has_heartbeat(study):
+        optuna.storages.fail_stale_trials(study)
+
+
+def failure_guard(study: optuna.Study, cfg: RunConfig) -> None:
+    """Raise SearchStopped when too many of the latest finished trials failed."""
+    window = cfg.study.failure_window
+    ended = [
+        t for t in study.get_trials(deepcopy=False) if t.state.is_finished() and not is_surplus(t)
+    ]
+    recent = sorted(ended, key=lambda t: t.number)[-window:]
+    failed = [t for t in recent if t.state == TrialState.FAIL]
+    if len(failed) > cfg.study.max_failure_fraction * window:
+        cause, n = most_common_failure(failed)
+        raise SearchStopped(
+            f"stopping: {len(failed)} of the last {len(recent)} trials failed "
+            f"(most common, {n}x: {cause}); fix the cause or raise study.max_failure_fraction"
+        )
+
+
+def run_slot(
+    plan: Plan,
+    slot: devices.Slot,
+    index: int,
+    deadline: float,
+    start: float | None = None,
+    pinned: bool = True,
+    tracker=None,
+) -> None:
+    """Run trials on one slot: in this process, or in a worker process pinned to the slot.
+
+    A worker process logs to MLflow through a tracker of its own, attached to the parent run
+    that the search process opened.
+    """
+    quiet_optuna()
+    device = devices.bind(slot, pinned)
+    study = open_study(plan, seed_offset=index, must_exist=True)
+    if tracker is not None or not plan.cfg.tracking.enabled:
+        run_trials(plan, study, device, tracker, start, deadline)
+        return
+    from automodel import tracking
+
+    tracker = tracking.Tracker(plan.cfg)
+    tracker.open()  # attaches in the background, like the search process's start_study
+    try:
+        run_trials(plan, study, device, tracker, start, deadline)
+    except BaseException as err:
+        tracker.close(err)
+        raise
+    tracker.close()
