@@ -13,7 +13,6 @@ import pytest
 import torch
 
 from automodel import data as datalib
-from automodel import export_script
 from automodel.config import DataConfig
 from automodel.data import table
 from tests.conftest import FAST, checkpoint, cli, tree
@@ -131,7 +130,9 @@ def test_a_whole_number_target_can_be_declared_regression(tmp_path):
 
 
 def test_the_script_encodes_cells_exactly_as_the_search(tmp_path):
-    (line,) = [x for x in export_script.RUNTIME.splitlines() if x.startswith("MISSING = ")]
+    from automodel.export import verbatim
+
+    (line,) = [x for x in verbatim.RUNTIME.splitlines() if x.startswith("MISSING = ")]
     assert ast.literal_eval(line.split(" = ")[1]) == table.MISSING  # the same markers
     path = people(tmp_path / "p.csv", n=200)
     run_cfg = _cfg(path)

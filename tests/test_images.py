@@ -133,13 +133,13 @@ def test_augmentation_crops_and_flips_per_sample_and_the_script_does_the_same(tm
     )
     cropped = train.augment(x, "crop", torch.Generator().manual_seed(1))
     assert cropped.shape == x.shape and not torch.equal(cropped, x)
-    from automodel import export_script
+    from automodel.export import verbatim
 
-    scope: dict = {"AUGMENT": "crop_flip", "torch": torch, "nn": torch.nn}
-    start = export_script.RUNTIME.index("def augment(")
-    exec(export_script.RUNTIME[start : export_script.RUNTIME.index("\n\n\ndef ", start)], scope)
+    scope: dict = {"torch": torch, "nn": torch.nn}
+    start = verbatim.RUNTIME.index("def augment(")
+    exec(verbatim.RUNTIME[start : verbatim.RUNTIME.index("\n\n\n", start)], scope)
     ours = train.augment(x, "crop_flip", torch.Generator().manual_seed(3))
-    theirs = scope["augment"](x, torch.Generator().manual_seed(3))
+    theirs = scope["augment"](x, "crop_flip", torch.Generator().manual_seed(3))
     assert torch.equal(ours, theirs)
 
 
