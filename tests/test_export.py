@@ -22,8 +22,8 @@ import pytest
 import torch
 from torch import nn
 
+import automodel.data
 from automodel import config, export, models, search, study_export, train
-from automodel import data as datalib
 from automodel.data import DataSpec
 from tests.conftest import FAST, checkpoint, cli
 from tests.test_models import ACCEPTS, SHAPES, option_grid
@@ -102,8 +102,8 @@ class Searched:
         self.run = run
         self.summary = summary
         self.export = Path(summary["export"])
-        self.splits = datalib.load_raw_splits(run.data, run.seed)
-        self.data = datalib.load(run.data, run.seed)
+        self.splits = automodel.data.load_raw_splits(run.data, run.seed)
+        self.data = automodel.data.load(run.data, run.seed)
 
     def save(self, folder: Path, **arrays: np.ndarray) -> dict[str, Path]:
         folder.mkdir(exist_ok=True)
