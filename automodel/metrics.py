@@ -1,26 +1,18 @@
 """Validation and test metrics of a task, from a model's outputs: torch only.
 
-Classification: `accuracy` (selected on, maximised) and `f1_macro`. Regression: `rmse`
-(selected on, minimised), `mae` and `r2`, in the target's own units: the model learns targets
-normalised with the training split's statistics, so errors are scaled back by `target_std`.
-
-    >>> import torch
-    >>> compute("regression", torch.tensor([[0.0], [1.0]]), torch.tensor([0.0, 2.0]), 2.0)
-    {'rmse': 1.4142135623730951, 'mae': 1.0, 'r2': 0.5}
+The metrics themselves (`TASKS`, `compute`, `better`, `worst`) are the runtime's
+(automodel.runtime.evaluation), which the exported script computes with too; the search adds
+the evaluation loss it records beside them.
 """
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
-# task -> (metric used for selection, its direction, every metric reported)
-TASKS = {
-    "classification": ("accuracy", "maximize", ("accuracy", "f1_macro")),
-    "regression": ("rmse", "minimize", ("rmse", "mae", "r2")),
-}
+from automodel.runtime.evaluation import TASKS, better, compute, worst
+
+__all__ = ["TASKS", "better", "compute", "loss", "worst"]
 
 
 def loss(task: str, outputs: torch.Tensor, y: torch.Tensor) -> float:
@@ -28,45 +20,3 @@ def loss(task: str, outputs: torch.Tensor, y: torch.Tensor) -> float:
     if task == "regression":
         return float(nn.functional.mse_loss(outputs.squeeze(1), y))
     return float(nn.functional.cross_entropy(outputs, y))
-
-
-def compute(
-    task: str, outputs: torch.Tensor, y: torch.Tensor, target_std: float = 1.0
-) -> dict[str, float]:
-    """Every metric of `task` for model `outputs` against targets `y` (as the data holds them)."""
-    if task == "regression":
-        return _regression(outputs.squeeze(1), y, target_std)
-    return _classification(outputs.argmax(1), y)
-
-
-def _classification(predicted: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
-    accuracy = float((predicted == y).float().mean())
-    # Macro F1 over the classes that occur in the labels or the predictions (as scikit-learn).
-    classes = torch.unique(torch.cat([y, predicted]))
-    hit = (predicted == y).unsqueeze(0)
-    is_y = y.unsqueeze(0) == classes.unsqueeze(1)
-    is_pred = predicted.unsqueeze(0) == classes.unsqueeze(1)
-    tp = (is_y & hit).sum(1).double()
-    f1 = 2 * tp / (is_y.sum(1) + is_pred.sum(1)).double()
-    return {"accuracy": accuracy, "f1_macro": float(f1.mean())}
-
-
-def _regression(predicted: torch.Tensor, y: torch.Tensor, target_std: float) -> dict[str, float]:
-    diff = (predicted - y).double()
-    y = y.double()
-    sse = float((diff * diff).sum())
-    sst = float(((y - y.mean()) ** 2).sum())
-    return {
-        "rmse": math.sqrt(sse / len(diff)) * target_std,
-        "mae": float(diff.abs().mean()) * target_std,
-        "r2": 1.0 - sse / sst if sst > 0 else 0.0,
-    }
-
-
-def better(direction: str, a: float, b: float) -> bool:
-    """Is `a` strictly better than `b`?"""
-    return a > b if direction == "maximize" else a < b
-
-
-def worst(direction: str) -> float:
-    return -math.inf if direction == "maximize" else math.inf

@@ -1,19 +1,19 @@
-"""Plain-torch training: the recipe read from `params`, `fit`, `evaluate`.
+"""Plain-torch training for the search: the recipe read from `params`, `fit`, `evaluate`.
 
 Nothing here knows about Optuna, MLflow or Hydra. The caller passes `on_epoch_end`, which
 may raise (the search raises `optuna.TrialPruned` through it) to stop training at once.
 
-Data that fits is held on the device as tensors and gathered in the order of a seeded
-permutation, a chunk of batches at a time: no DataLoader, no per-step host sync (the losses
-are kept on the device and read once an epoch). Models with 2D convolutions train in
-channels-last; fused optimizer kernels are called directly (FusedStep). The exported
-script's `train` (export_script.py) follows the same steps, so it reproduces a CPU trial.
+The loop itself, and the optimizers, schedules, losses and augmentation it builds by name, are
+the runtime's (automodel.runtime.loop and .recipe), which the exported script runs too: so the
+script's `train` reproduces a CPU trial. `fit` adds what only the search needs around it:
+devices, bf16 autocast on GPUs, fused optimizer kernels called directly (FusedStep), data read
+batch by batch, and a report of every epoch. Data that fits is held on the device as tensors
+and gathered in the order of a seeded permutation, with no per-step host sync.
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -23,28 +23,33 @@ from torch import nn
 
 from automodel import metrics
 from automodel.hparams import Param
+from automodel.runtime import loop
+from automodel.runtime.evaluation import model_outputs, slices
+from automodel.runtime.loop import NonFiniteLoss
+from automodel.runtime.recipe import (
+    AUGMENTS,
+    LOSSES,
+    OPTIMIZERS,
+    SCHEDULES,
+    augment,
+    new_loss,
+    new_optimizer,
+    new_schedule,
+)
 
-OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
-SCHEDULES = ("constant", "cosine")
-LOSSES = ("mse", "huber")  # regression; classification always uses cross-entropy
-AUGMENTS = ("none", "flip", "crop", "crop_flip")  # images only
-CHUNK_BYTES = 64 << 20  # training rows gathered at once, in whole batches
+__all__ = ["AUGMENTS", "LOSSES", "OPTIMIZERS", "SCHEDULES", "NonFiniteLoss", "augment"]
 
 RECIPE_PARAMS = {
-    "optimizer": Param("choice", "adam", choices=OPTIMIZERS),
+    "optimizer": Param("choice", "adam", choices=tuple(OPTIMIZERS)),
     "lr": Param("float", 1e-3, low=1e-7, high=10.0),
     "weight_decay": Param("float", 0.0, low=0.0, high=1.0),
     "momentum": Param("float", 0.9, low=0.0, high=0.999),
     "batch_size": Param("int", 64, low=1, high=1 << 20),
-    "schedule": Param("choice", "constant", choices=SCHEDULES),
+    "schedule": Param("choice", "constant", choices=tuple(SCHEDULES)),
     "label_smoothing": Param("float", 0.0, low=0.0, high=0.5),
-    "loss": Param("choice", "mse", choices=LOSSES),  # regression only
-    "augment": Param("choice", "none", choices=AUGMENTS),  # images only
+    "loss": Param("choice", "mse", choices=tuple(LOSSES)),  # regression only
+    "augment": Param("choice", "none", choices=tuple(AUGMENTS)),  # images only
 }
-
-
-class NonFiniteLoss(RuntimeError):
-    """The training loss became NaN or infinite: the candidate diverged."""
 
 
 @dataclass(frozen=True)
@@ -98,36 +103,22 @@ def seed_everything(seed: int) -> None:
 
 
 def make_optimizer(model: nn.Module, recipe: Recipe, device: torch.device) -> torch.optim.Optimizer:
-    params = model.parameters()
-    wd = recipe.weight_decay
-    # Fused kernels update all parameters in one pass: on CPU this alone is worth ~1.4x for
-    # small MLPs. RMSprop has none; foreach is its fast path.
+    """The recipe's optimizer over the model's parameters, with fused kernels where `device`
+    has them (see runtime.recipe.new_optimizer)."""
     fused = device.type in ("cpu", "cuda")
-    if recipe.optimizer == "adam":
-        return torch.optim.Adam(params, lr=recipe.lr, weight_decay=wd, fused=fused)
-    if recipe.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=recipe.lr, weight_decay=wd, fused=fused)
-    if recipe.optimizer == "sgd":
-        return torch.optim.SGD(
-            params,
-            lr=recipe.lr,
-            momentum=recipe.momentum,
-            weight_decay=wd,
-            nesterov=recipe.momentum > 0,
-            fused=fused,
-        )
-    if recipe.optimizer == "rmsprop":
-        return torch.optim.RMSprop(params, lr=recipe.lr, weight_decay=wd, foreach=True)
-    raise ValueError(f"unknown optimizer {recipe.optimizer!r}; known: {', '.join(OPTIMIZERS)}")
+    return new_optimizer(
+        model.parameters(), recipe.optimizer, recipe.lr, recipe.weight_decay, recipe.momentum, fused
+    )
 
 
 class FusedStep:
     """`optimizer.step()`, with the fused kernel of an Adam, AdamW or SGD called directly.
 
-    Around a fused step's ~35 us kernel, `Optimizer.step` spends ~45 us of Python on a CPU
-    (hooks, profiler labels, grouping tensors by device): a tenth of a small MLP's training
-    step. After the first step, which creates the optimizer's state, this makes the same
-    kernel call `step()` makes, with the same arguments; tests/test_train.py checks that the
+    Around a fused step's kernel, `Optimizer.step` spends longer than the kernel itself in
+    Python on a CPU (hooks, profiler labels, grouping tensors by device), a visible share of
+    a small MLP's training step (benchmarks/trainer_throughput.py measures the trainer).
+    After the first step, which creates the optimizer's state, this makes the same kernel
+    call `step()` makes, with the same arguments; tests/test_train.py checks that the
     weights and the state stay bit-identical to `step()`'s. Anything else (RMSprop, more than
     one param group, options the kernel call here does not pass, a parameter left without a
     gradient) goes through `step()`.
@@ -212,14 +203,6 @@ class FusedStep:
         )
 
 
-def make_schedule(optimizer: torch.optim.Optimizer, recipe: Recipe):
-    if recipe.schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=recipe.epochs)
-    if recipe.schedule == "constant":
-        return None
-    raise ValueError(f"unknown schedule {recipe.schedule!r}; known: {', '.join(SCHEDULES)}")
-
-
 def fit(
     model: nn.Module,
     data,
@@ -238,111 +221,44 @@ def fit(
     (benchmarks/trainer_throughput.py --compile measures it).
     """
     device = data.y_train.device
-    n = len(data.x_train)
-    if recipe.batch_size > n:
-        raise ValueError(f"batch_size {recipe.batch_size} is larger than the {n} training rows")
-    layout = _memory_format(model)
+    layout = loop.memory_format(model)
     model.to(memory_format=layout)
-    x_train, x_val = data.x_train, data.x_val
-    if not data.lazy and x_train.dim() == 4:
-        x_train = x_train.contiguous(memory_format=layout)
-        x_val = x_val.contiguous(memory_format=layout)
+    x_train, x_val = loop.in_layout(data.x_train, layout), loop.in_layout(data.x_val, layout)
     if device.type == "cuda" and layout == torch.channels_last:
         torch.backends.cudnn.benchmark = True  # fixed shapes: pick the fastest kernels once
-    step_model = torch.compile(model) if compile else model
     optimizer = make_optimizer(model, recipe, device)
-    params = [p for group in optimizer.param_groups for p in group["params"]]
-    step = FusedStep(optimizer)
-    schedule = make_schedule(optimizer, recipe)
     spec = data.spec
-    loss_fn = make_loss(spec.task, recipe)
-    amp = _autocast(device)
-    gen = torch.Generator(device=device)
-    gen.manual_seed(recipe.seed)
-    bs = recipe.batch_size
-    # A final batch of one row would break batch norm; drop that single row each epoch.
-    n_used = n - 1 if n % bs == 1 else n
-    sizes = torch.tensor([min(bs, n_used - i) for i in range(0, n_used, bs)], device=device)
+    epochs = loop.train_epochs(
+        model,
+        x_train,
+        data.y_train,
+        optimizer,
+        new_loss(spec.task, recipe.loss, recipe.label_smoothing),
+        epochs=recipe.epochs,
+        batch_size=recipe.batch_size,
+        seed=recipe.seed,
+        augmentation=recipe.augment,
+        schedule=new_schedule(optimizer, recipe.schedule, recipe.epochs),
+        step=FusedStep(optimizer),
+        forward=torch.compile(model) if compile else None,
+        autocast=_autocast(device),
+        batches=_batches,
+    )
     result = FitResult(best_epoch=0, best_value=metrics.worst(spec.direction), best_state={})
-    for epoch in range(1, recipe.epochs + 1):
-        start = time.perf_counter()
-        model.train()
-        lr = optimizer.param_groups[0]["lr"]
-        perm = torch.randperm(n, generator=gen, device=device)
-        losses = []
-        for x, y in _batches(x_train, data.y_train, perm, n_used, bs, layout, device):
-            if recipe.augment != "none":
-                x = augment(x, recipe.augment, gen)
-            with amp:
-                loss = loss_fn(step_model(x), y)
-            for p in params:  # optimizer.zero_grad(set_to_none=True), without its overhead
-                p.grad = None
-            loss.backward()
-            step()
-            losses.append(loss.detach())
-        total = torch.stack(losses).float() @ sizes.float()
-        train_loss = float(total) / n_used  # the one host sync of the epoch
-        if not math.isfinite(train_loss):
-            raise NonFiniteLoss(f"training loss became {train_loss} in epoch {epoch}")
-        if schedule is not None:
-            schedule.step()
+    start = time.perf_counter()
+    for epoch, train_loss, lr in epochs:
         val = evaluate(model, x_val, data.y_val, spec, eval_batch_size)
         val_loss, value = val.pop("loss"), val[spec.metric]
         record = Epoch(epoch, train_loss, val_loss, val, value, lr, time.perf_counter() - start)
         result.history.append(record)
         if metrics.better(spec.direction, value, result.best_value):
             result.best_epoch, result.best_value, result.best_metrics = epoch, value, val
-            result.best_state = _snapshot(model)
+            result.best_state = loop.snapshot(model)
         if on_epoch_end is not None:
             on_epoch_end(record)
-    model.to(memory_format=torch.contiguous_format)
-    model.load_state_dict(result.best_state)
+        start = time.perf_counter()
+    loop.restore(model, result.best_state)
     return result
-
-
-def augment(x: torch.Tensor, kind: str, generator: torch.Generator) -> torch.Tensor:
-    """Augment a batch of images (N, C, H, W) on its device, drawing from `generator`.
-
-    "crop": pad by an eighth of the height (at least 1 pixel) and crop back at a random
-    offset per sample; "flip": mirror left-right with probability 1/2 per sample;
-    "crop_flip": both. The exported script holds the same code, so its `train` reproduces
-    the search's batches.
-    """
-    if kind in ("crop", "crop_flip"):
-        n, _, h, w = x.shape
-        pad = max(1, h // 8)
-        padded = nn.functional.pad(x, (pad, pad, pad, pad)).permute(0, 2, 3, 1)
-        dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator, device=x.device)
-        dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator, device=x.device)
-        rows = (dy[:, None] + torch.arange(h, device=x.device))[:, :, None]
-        cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, :]
-        batch = torch.arange(n, device=x.device)[:, None, None]
-        x = padded[batch, rows, cols].permute(0, 3, 1, 2)
-    if kind in ("flip", "crop_flip"):
-        flip = torch.rand(len(x), generator=generator, device=x.device) < 0.5
-        x = torch.where(flip[:, None, None, None], x.flip(3), x)
-    return x
-
-
-def make_loss(task: str, recipe: Recipe) -> nn.Module:
-    """Cross-entropy for classes; MSE or Huber on the normalised targets for regression."""
-    if task == "classification":
-        return nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
-    if recipe.loss not in LOSSES:
-        raise ValueError(f"unknown loss {recipe.loss!r}; known: {', '.join(LOSSES)}")
-    inner = nn.MSELoss() if recipe.loss == "mse" else nn.HuberLoss()
-    return _Squeezed(inner)
-
-
-class _Squeezed(nn.Module):
-    """A regression loss on the model's single output column."""
-
-    def __init__(self, inner: nn.Module):
-        super().__init__()
-        self.inner = inner
-
-    def forward(self, outputs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return self.inner(outputs.squeeze(1), y)
 
 
 def evaluate(
@@ -356,16 +272,6 @@ def evaluate(
     }
 
 
-def _memory_format(model: nn.Module) -> torch.memory_format:
-    """Channels-last for models with 2D convolutions (the cnn family runs sequences as images
-    one row high): their convolutions, pooling and batch norm run 1.2-2x faster in NHWC on a
-    CPU (oneDNN) and on a GPU (cuDNN). The exported script's `train` uses the same layout, so
-    it still reproduces a CPU trial exactly."""
-    if any(isinstance(m, nn.Conv2d) for m in model.modules()):
-        return torch.channels_last
-    return torch.contiguous_format
-
-
 def _autocast(device: torch.device):
     """bf16 autocast for training steps on GPUs that support it (tensor cores, half the memory
     traffic); on the CPU full float32, which keeps CPU runs reproducible to the bit. Reusable:
@@ -375,33 +281,14 @@ def _autocast(device: torch.device):
     return contextlib.nullcontext()
 
 
-def _snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
-    """A copy of the weights in the standard layout, whatever layout training used."""
-    return {
-        k: v.detach().clone(memory_format=torch.contiguous_format)
-        for k, v in model.state_dict().items()
-    }
-
-
-def _batches(x, y, perm, n_used: int, bs: int, layout, device: torch.device):
-    """(inputs, targets) of each training batch, in the order of `perm`.
-
-    From tensors held on the device: the rows of up to CHUNK_BYTES of whole batches are
-    gathered at once and each batch is a slice of them (one gather per chunk, not two per
-    step), in `layout`, as a gather per batch would give them. From data.lazy.Rows: read by a
-    DataLoader and copied to the device.
-    """
+def _batches(x, y, perm, n_used: int, bs: int, layout):
+    """(inputs, targets) of each training batch, in the order of `perm`: from tensors held on
+    the device as loop.tensor_batches gathers them; from data.lazy.Rows, read by a DataLoader
+    and copied to the device."""
     if isinstance(x, torch.Tensor):
-        row_bytes = max(1, x[0].numel() * x.element_size())
-        chunk = max(bs, CHUNK_BYTES // row_bytes // bs * bs)
-        for start in range(0, n_used, chunk):
-            idx = perm[start : min(start + chunk, n_used)]
-            xs, ys = x[idx], y[idx]
-            if xs.dim() == 4:
-                xs = xs.contiguous(memory_format=layout)
-            for i in range(0, len(idx), bs):
-                yield xs[i : i + bs], ys[i : i + bs]
+        yield from loop.tensor_batches(x, y, perm, n_used, bs, layout)
         return
+    device = y.device
     order = perm[:n_used].tolist()  # one host sync per epoch
     chunks = [order[i : i + bs] for i in range(0, n_used, bs)]
     for chunk_rows, batch in zip(chunks, x.loader(chunks, device), strict=True):
@@ -409,16 +296,12 @@ def _batches(x, y, perm, n_used: int, bs: int, layout, device: torch.device):
 
 
 def predict_logits(model: nn.Module, x, batch_size: int = 2048) -> torch.Tensor:
-    """Outputs for every row of `x`: a tensor on the model's device, or data.lazy.Rows."""
-    was_training = model.training
-    model.eval()
+    """Outputs for every row of `x`: a tensor on the model's device, or data.lazy.Rows.
+
+    Full precision even on a GPU (no autocast): the metrics a search reports are the ones an
+    exported model reproduces on any device.
+    """
+    if isinstance(x, torch.Tensor):
+        return model_outputs(model, slices(x, batch_size))
     device = next(model.parameters()).device
-    # Full precision even on a GPU (no autocast): the metrics a search reports are the ones an
-    # exported model reproduces on any device.
-    with torch.inference_mode():
-        if isinstance(x, torch.Tensor):
-            out = torch.cat([model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
-        else:
-            out = torch.cat([model(b) for _, b in x.batches(batch_size, device)])
-    model.train(was_training)
-    return out
+    return model_outputs(model, (b for _, b in x.batches(batch_size, device)))

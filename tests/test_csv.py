@@ -12,8 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from automodel import data as datalib
-from automodel import export_script
+import automodel.data
 from automodel.config import DataConfig
 from automodel.data import table
 from tests.conftest import FAST, checkpoint, cli, tree
@@ -131,12 +130,14 @@ def test_a_whole_number_target_can_be_declared_regression(tmp_path):
 
 
 def test_the_script_encodes_cells_exactly_as_the_search(tmp_path):
-    (line,) = [x for x in export_script.RUNTIME.splitlines() if x.startswith("MISSING = ")]
+    from automodel.export import verbatim
+
+    (line,) = [x for x in verbatim.RUNTIME.splitlines() if x.startswith("MISSING = ")]
     assert ast.literal_eval(line.split(" = ")[1]) == table.MISSING  # the same markers
     path = people(tmp_path / "p.csv", n=200)
     run_cfg = _cfg(path)
-    data = datalib.load(run_cfg, seed=0)
-    splits = datalib.load_raw_splits(run_cfg, seed=0)
+    data = automodel.data.load(run_cfg, seed=0)
+    splits = automodel.data.load_raw_splits(run_cfg, seed=0)
     from automodel import export, models
 
     model = models.create("mlp", {"depth": 1}, data.spec)
@@ -180,7 +181,7 @@ def test_the_export_predicts_and_evaluates_from_the_raw_csv(searched, blocker, t
     path, study_dir, _ = searched
     export_dir = study_dir / "export"
     run_cfg = _cfg(path, name="people")
-    splits = datalib.load_raw_splits(run_cfg, seed=0)
+    splits = automodel.data.load_raw_splits(run_cfg, seed=0)
     classes = ["no", "yes"]
     columns = ["age", "income", "city", "zip"]
     test_csv = write_csv(  # columns in another order, the target as text, an extra column
@@ -208,7 +209,7 @@ def test_the_export_predicts_and_evaluates_from_the_raw_csv(searched, blocker, t
 
 def test_the_export_retrains_from_csv_files(searched, blocker, tmp_path):  # noqa: F811
     path, study_dir, _ = searched
-    splits = datalib.load_raw_splits(_cfg(path, name="people"), seed=0)
+    splits = automodel.data.load_raw_splits(_cfg(path, name="people"), seed=0)
     header = ["age", "income", "city", "zip", "label"]
     files = {}
     for split in ("train", "val"):

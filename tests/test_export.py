@@ -22,8 +22,8 @@ import pytest
 import torch
 from torch import nn
 
+import automodel.data
 from automodel import config, export, models, search, study_export, train
-from automodel import data as datalib
 from automodel.data import DataSpec
 from tests.conftest import FAST, checkpoint, cli
 from tests.test_models import ACCEPTS, SHAPES, option_grid
@@ -102,8 +102,8 @@ class Searched:
         self.run = run
         self.summary = summary
         self.export = Path(summary["export"])
-        self.splits = datalib.load_raw_splits(run.data, run.seed)
-        self.data = datalib.load(run.data, run.seed)
+        self.splits = automodel.data.load_raw_splits(run.data, run.seed)
+        self.data = automodel.data.load(run.data, run.seed)
 
     def save(self, folder: Path, **arrays: np.ndarray) -> dict[str, Path]:
         folder.mkdir(exist_ok=True)
@@ -260,6 +260,21 @@ def test_every_option_of_every_family_renders_to_the_same_network(family, shape)
         with torch.inference_mode():
             assert torch.allclose(exported.eval()(x), trained.eval()(x), atol=1e-6), params
         assert "for " not in source.split("class Model")[1].split("HERE =")[0], params
+
+
+@pytest.mark.parametrize("task", ["classification", "regression"])
+def test_every_script_defines_the_names_its_runtime_reads(task):
+    """The runtime copied into the script reads constants the exporter writes; in the package
+    automodel.runtime.placeholders stands in for each of them."""
+    from automodel.export import verbatim
+
+    spec = _spec((5,))
+    if task == "regression":
+        spec = DataSpec("t", (5,), 0, (), (0.5,) * 5, (2.0,) * 5, task, "rmse", 1.0, 3.0)
+    source = export.render(_checkpoint("mlp", {"depth": 1}, spec), PROVENANCE)
+    scope: dict = {"__name__": "best_model", "__file__": "best_model.py"}
+    exec(compile(source, "best_model.py", "exec"), scope)
+    assert set(scope) >= verbatim.GENERATED
 
 
 @pytest.mark.parametrize(
@@ -484,7 +499,7 @@ def test_a_write_that_fails_midway_leaves_the_previous_export(tmp_path, monkeypa
         path.write_bytes(b"\x80\x02 half a file")
         raise OSError("disk full")
 
-    monkeypatch.setattr(export, "_save_weights", half_written)
+    monkeypatch.setattr(export.files, "save_weights", half_written)
     with pytest.raises(OSError, match="disk full"):
         export.write(tmp_path, _checkpoint("mlp", {"depth": 2}, _spec((4,))), PROVENANCE)
     assert _files(tmp_path / "export") == old

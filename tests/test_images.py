@@ -16,7 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
-from automodel import data as datalib
+import automodel.data
 from automodel import models, train
 from automodel.config import DataConfig
 from tests.conftest import FAST, cli, tree
@@ -59,7 +59,7 @@ def _cfg(path: Path, **kw) -> DataConfig:
 
 
 def test_a_folder_per_class_becomes_pixel_rows(tmp_path):
-    raw = datalib.images.load_folder(_cfg(image_folder(tmp_path / "img", n=5, size=6)))
+    raw = automodel.data.images.load_folder(_cfg(image_folder(tmp_path / "img", n=5, size=6)))
     assert raw.classes == ["bright", "dark"] and raw.image_mode == "RGB"
     assert raw.input_shape == (3, 6, 6) and raw.x.shape == (10, 108)
     assert raw.x.min() >= 0 and raw.x.max() <= 255 and raw.reader is None
@@ -68,14 +68,14 @@ def test_a_folder_per_class_becomes_pixel_rows(tmp_path):
 def test_image_size_resizes_and_grey_images_keep_one_channel(tmp_path):
     folder = image_folder(tmp_path / "img", n=5, size=10, mode="L")
     Image.new("L", (7, 5)).save(folder / "dark" / "odd.png")
-    raw = datalib.images.load_folder(_cfg(folder, image_size=8))
+    raw = automodel.data.images.load_folder(_cfg(folder, image_size=8))
     assert raw.input_shape == (1, 8, 8) and raw.x.shape == (11, 64)
 
 
 def test_large_data_is_read_by_a_loader_with_the_same_batches(tmp_path):
     folder = image_folder(tmp_path / "img", n=12, size=8)
-    held = datalib.load(_cfg(folder), seed=0)
-    read = datalib.load(_cfg(folder, in_memory_mb=0, loader_workers=1), seed=0)
+    held = automodel.data.load(_cfg(folder), seed=0)
+    read = automodel.data.load(_cfg(folder, in_memory_mb=0, loader_workers=1), seed=0)
     assert not held.lazy and read.lazy
     assert len(read.x_train) == len(held.x_train)
     rows = torch.stack([read.x_train[i] for i in range(len(read.x_train))])
@@ -95,12 +95,12 @@ def test_large_data_is_read_by_a_loader_with_the_same_batches(tmp_path):
 def test_torchvision_mnist_from_its_own_files(tmp_path):
     _fake_mnist(tmp_path / "root", n_train=60, n_test=20)
     cfg = DataConfig(name="MNIST", source="torchvision", root=str(tmp_path / "root"))
-    data = datalib.load(cfg, seed=0)
+    data = automodel.data.load(cfg, seed=0)
     assert data.spec.input_shape == (1, 28, 28) and data.spec.image_mode == "L"
     assert data.spec.classes[:2] == ("0 - zero", "1 - one") and len(data.x_test) == 20
-    small = datalib.load(DataConfig(**{**cfg.__dict__, "image_size": 14}), seed=0)
+    small = automodel.data.load(DataConfig(**{**cfg.__dict__, "image_size": 14}), seed=0)
     assert small.spec.input_shape == (1, 14, 14)
-    lazy = datalib.load(DataConfig(**{**cfg.__dict__, "in_memory_mb": 0}), seed=0)
+    lazy = automodel.data.load(DataConfig(**{**cfg.__dict__, "in_memory_mb": 0}), seed=0)
     assert lazy.lazy and lazy.x_test[0].shape == (1, 28, 28)
 
 
@@ -133,13 +133,13 @@ def test_augmentation_crops_and_flips_per_sample_and_the_script_does_the_same(tm
     )
     cropped = train.augment(x, "crop", torch.Generator().manual_seed(1))
     assert cropped.shape == x.shape and not torch.equal(cropped, x)
-    from automodel import export_script
+    from automodel.export import verbatim
 
-    scope: dict = {"AUGMENT": "crop_flip", "torch": torch, "nn": torch.nn}
-    start = export_script.RUNTIME.index("def augment(")
-    exec(export_script.RUNTIME[start : export_script.RUNTIME.index("\n\n\ndef ", start)], scope)
+    scope: dict = {"torch": torch, "nn": torch.nn}
+    start = verbatim.RUNTIME.index("def augment(")
+    exec(verbatim.RUNTIME[start : verbatim.RUNTIME.index("\n\n\n", start)], scope)
     ours = train.augment(x, "crop_flip", torch.Generator().manual_seed(3))
-    theirs = scope["augment"](x, torch.Generator().manual_seed(3))
+    theirs = scope["augment"](x, "crop_flip", torch.Generator().manual_seed(3))
     assert torch.equal(ours, theirs)
 
 
@@ -163,7 +163,7 @@ def test_search_on_an_image_folder_and_the_export_reads_image_files(
     summary = json.loads((study_dir / "summary.json").read_text())
     export_dir = study_dir / "export"
     cfg = _cfg(folder, in_memory_mb=in_memory_mb)
-    splits = datalib.load_raw_splits(cfg, seed=0)
+    splits = automodel.data.load_raw_splits(cfg, seed=0)
     # The test split as image files in a folder per class: labels come from the folders.
     test = tmp_path / "test"
     for x, y in zip(splits["x_test"], splits["y_test"], strict=True):
@@ -194,7 +194,7 @@ def test_the_image_export_retrains_with_augmentation(tmp_path, blocker):  # noqa
               "trainer.max_epochs=2")  # fmt: skip
     assert res.returncode == 0, res.stderr
     study_dir = runs / "photos-tiny"
-    splits = datalib.load_raw_splits(_cfg(folder), seed=0)
+    splits = automodel.data.load_raw_splits(_cfg(folder), seed=0)
     files = {}
     for key, array in splits.items():
         files[key] = tmp_path / f"{key}.npy"
@@ -295,5 +295,5 @@ def test_bad_image_input_is_one_line_exit_2_nothing_written(tmp_path, case):
 def test_mixed_sizes_are_fine_with_an_image_size(tmp_path):
     folder = image_folder(tmp_path / "img", n=5, size=6)
     Image.new("RGB", (7, 6)).save(folder / "dark" / "wide.png")
-    raw = datalib.images.load_folder(_cfg(folder, image_size=6))
+    raw = automodel.data.images.load_folder(_cfg(folder, image_size=6))
     assert raw.x.shape == (11, 108)

@@ -1,14 +1,16 @@
-"""Arrows point one way: train, models and data never import the layers above them."""
+"""Arrows point one way: train, models, data and the runtime never import the layers above
+them, and the runtime, copied into every exported script, imports what the script has."""
 
 from __future__ import annotations
 
 import ast
+import sys
 from pathlib import Path
 
 import pytest
 
 PKG = Path(__file__).resolve().parent.parent / "automodel"
-LOWER = ["train.py", "metrics.py", "hparams.py", "models", "data"]
+LOWER = ["train.py", "metrics.py", "hparams.py", "models", "data", "runtime"]
 FORBIDDEN_ABOVE = {"optuna", "mlflow", "hydra", "omegaconf"}
 FORBIDDEN_OURS = {
     "automodel.search",
@@ -57,3 +59,21 @@ def test_only_tracking_imports_mlflow():
     for path in PKG.rglob("*.py"):
         if "tracking" not in path.relative_to(PKG).parts[:1]:
             assert "mlflow" not in {n.split(".")[0] for n in _imports(path)}, path
+
+
+@pytest.mark.parametrize("path", sorted((PKG / "runtime").glob("*.py")), ids=lambda p: p.name)
+def test_the_runtime_imports_only_what_an_exported_script_has(path):
+    """Module level: the standard library, numpy, torch and the runtime's own modules (whose
+    names the script defines); Pillow only inside the functions that read images."""
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
+        if not isinstance(node, (ast.Import, ast.ImportFrom)):
+            continue
+        names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module]
+        for name in names:
+            top = name.split(".")[0]
+            if node in tree.body:
+                allowed = top in sys.stdlib_module_names or top in ("numpy", "torch")
+                assert allowed or name.startswith("automodel.runtime."), (path, name)
+            else:
+                assert name == "PIL", (path, name)

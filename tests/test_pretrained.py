@@ -11,7 +11,7 @@ import pytest
 import torch
 import torchvision
 
-from automodel import data as datalib
+import automodel.data
 from automodel import export, models, train
 from automodel.models import pretrained
 from tests.conftest import FAST, checkpoint, cli, tree
@@ -39,8 +39,8 @@ def test_the_backbone_starts_from_the_hub_file():
 
 
 def test_head_only_finetuning_leaves_the_backbone_as_it_was():
-    full = datalib.load(datalib_cfg(), seed=0)
-    data = datalib.Dataset(  # a few batches suffice
+    full = automodel.data.load(digits_config(), seed=0)
+    data = automodel.data.Dataset(  # a few batches suffice
         full.spec, full.x_train[:64], full.y_train[:64], full.x_val[:32], full.y_val[:32],
         full.x_test, full.y_test,
     )  # fmt: skip
@@ -56,7 +56,7 @@ def test_head_only_finetuning_leaves_the_backbone_as_it_was():
     )
 
 
-def datalib_cfg():
+def digits_config():
     from automodel.config import DataConfig
 
     return DataConfig(name="digits")

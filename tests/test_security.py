@@ -65,7 +65,9 @@ def test_torch_load_is_weights_only_and_nothing_is_imported_or_built_by_name(pat
 
 def test_generated_script_template_loads_weights_safely():
     # The exported best_model.py is rendered from these sources: the same rules hold there.
-    text = (PKG / "export_script.py").read_text()
+    from automodel.export import verbatim
+
+    text = verbatim.RUNTIME
     assert "weights_only=True" in text
     assert not re.search(r"(?<![.\w])(eval|exec|__import__)\s*\(|\bpickle\b", text)
 

@@ -13,8 +13,8 @@ import torch
 from optuna.trial import TrialState
 from sklearn import metrics as skm
 
+import automodel.data
 from automodel import config, metrics, models, search, train
-from automodel import data as datalib
 from tests.conftest import FAST, cli, load_study, tree
 from tests.test_export import _script, blocker  # noqa: F401 (a fixture)
 
@@ -44,7 +44,7 @@ def test_regression_metrics_match_scikit_learn_in_target_units():
 
 @pytest.fixture(scope="module")
 def regression_data():
-    return datalib.load(config.DataConfig(name="synthetic", task="regression"), seed=0)
+    return automodel.data.load(config.DataConfig(name="synthetic", task="regression"), seed=0)
 
 
 def test_regression_targets_are_normalised_with_train_statistics(regression_data):
@@ -83,7 +83,7 @@ def test_regression_search_minimises_rmse_and_reports_every_metric(make_run, blo
 
     # The export takes raw rows and raw targets, and gives the search's numbers back.
     export_dir = Path(summary["export"])
-    splits = datalib.load_raw_splits(run.data, run.seed)
+    splits = automodel.data.load_raw_splits(run.data, run.seed)
     files = {}
     for key in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test"):
         files[key] = tmp_path / f"{key}.npy"
@@ -102,7 +102,7 @@ def test_regression_search_minimises_rmse_and_reports_every_metric(make_run, blo
     script = runpy.run_path(str(export_dir / "best_model.py"))
     values, probabilities = script["predict"](splits["x_test"][:5])
     assert probabilities is None and len(values) == 5
-    data = datalib.load(run.data, run.seed)
+    data = automodel.data.load(run.data, run.seed)
     ckpt = torch.load(run.study_dir / "best_model.pt", weights_only=True)
     model = models.create(ckpt["family"], ckpt["params"], data.spec)
     model.load_state_dict(ckpt["state_dict"])

@@ -5,14 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from automodel import data as datalib
+import automodel.data
 from automodel import models, train
 from automodel.config import DataConfig
 
 
 @pytest.fixture(scope="module")
 def dataset():
-    return datalib.load(DataConfig(name="synthetic", n_samples=300), seed=0)
+    return automodel.data.load(DataConfig(name="synthetic", n_samples=300), seed=0)
 
 
 def _fit(dataset, epochs=5, seed=0, on_epoch_end=None, **params):
@@ -55,7 +55,7 @@ def test_same_seed_same_result(dataset):
 
 
 def test_non_finite_loss_raises(dataset):
-    broken = datalib.Dataset(
+    broken = automodel.data.Dataset(
         dataset.spec,
         dataset.x_train.clone().fill_(float("nan")),
         dataset.y_train,

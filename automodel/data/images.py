@@ -1,7 +1,7 @@
 """Images: a folder of the user's (a folder per class) or a torchvision dataset.
 
-Raw rows are pixel values (0-255), channels first, flattened: what the exported script reads
-from image files too (export_script.RUNTIME's `read_images` holds the same code). Data that
+Raw rows are pixel values (0-255), channels first, flattened, as runtime.inputs reads them
+(and so the exported script, which holds that code, reads image files the same way). Data that
 fits in `data.in_memory_mb` (as float32) is read whole; larger data is read batch by batch by
 a DataLoader (data.lazy): then `Raw.x` holds file paths or row numbers, and `Raw.reader`
 turns one into its pixels.
@@ -15,8 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from automodel.data.source import Raw
+from automodel.errors import first_line
+from automodel.runtime.inputs import IMAGE_MODES, IMAGE_SUFFIXES, pixels, read_image
 
-SUFFIXES = (".bmp", ".gif", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
 # Pillow modes read as grey (L) or colour (RGB); any other mode is read as RGB.
 MODES = {"1": "L", "L": "L", "LA": "L", "I": "L", "I;16": "L", "F": "L"}
 TORCHVISION = {  # name -> mode of its images
@@ -29,19 +30,6 @@ TORCHVISION = {  # name -> mode of its images
 FAKE_SIZES = (200, 50)  # FakeData (for tests and smoke runs): train and test images
 
 
-def pixels(image, mode: str, size: tuple[int, int]) -> np.ndarray:
-    """One Pillow image -> uint8 pixels (C*H*W), converted to `mode`, resized (bilinear) to
-    `size` (width, height) when it differs: as the exported script reads files."""
-    from PIL import Image
-
-    if image.mode != mode:
-        image = image.convert(mode)
-    if image.size != size:
-        image = image.resize(size, Image.BILINEAR)
-    array = np.asarray(image, dtype=np.uint8)
-    return array.reshape(size[1], size[0], -1).transpose(2, 0, 1).reshape(-1)
-
-
 class FileReader:
     """Picklable for DataLoader workers: a file path -> its pixels."""
 
@@ -49,10 +37,7 @@ class FileReader:
         self.mode, self.size = mode, size
 
     def __call__(self, path: str) -> np.ndarray:
-        from PIL import Image
-
-        with Image.open(path) as image:
-            return pixels(image, self.mode, self.size)
+        return read_image(path, self.mode, self.size)
 
 
 class ArrayReader:
@@ -82,7 +67,7 @@ def load_folder(cfg) -> Raw:
         raise ValueError(f"data.path {str(root)!r} {what}")
     files, labels, classes = _class_files(root)
     mode, size = _check_images(root, files, cfg.image_size)
-    shape = (1 if mode == "L" else 3, size[1], size[0])
+    shape = (IMAGE_MODES[mode], size[1], size[0])
     reader = FileReader(mode, size)
     y = np.asarray(labels, np.int64)
     raw = Raw(x=None, y=y, input_shape=shape, classes=classes, image_mode=mode)
@@ -97,13 +82,13 @@ def _class_files(root: Path) -> tuple[list[Path], list[int], list[str]]:
     folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     classes, files, labels = [], [], []
     for folder in folders:
-        found = sorted(p for p in folder.rglob("*") if p.suffix.lower() in SUFFIXES)
+        found = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
         if found:
             labels += [len(classes)] * len(found)
             classes.append(folder.name)
             files += found
     if not classes:
-        loose = [p for p in root.iterdir() if p.suffix.lower() in SUFFIXES]
+        loose = [p for p in root.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES]
         hint = f" ({len(loose)} images lie directly in it)" if loose else ""
         raise ValueError(
             f"data.path {str(root)!r} has no class folders with images{hint}; put each "
@@ -155,7 +140,7 @@ def load_torchvision(cfg) -> Raw:
     x_test, y_test, _ = _arrays(test)
     height, width = x_train.shape[1:3]
     size = (cfg.image_size, cfg.image_size) if cfg.image_size else (width, height)
-    shape = (1 if mode == "L" else 3, size[1], size[0])
+    shape = (IMAGE_MODES[mode], size[1], size[0])
     reader = ArrayReader(np.concatenate([x_train, x_test]), mode, size)
     raw = Raw(x=None, y=y_train, input_shape=shape, classes=classes, image_mode=mode)
     raw.y_test = y_test
@@ -195,7 +180,7 @@ def _torchvision_sets(cfg):
         )
     except RuntimeError as err:
         if cfg.download:
-            raise ValueError(f"torchvision {cfg.name}: {str(err).splitlines()[0]}") from None
+            raise ValueError(f"torchvision {cfg.name}: {first_line(err)}") from None
         raise ValueError(
             f"torchvision {cfg.name} is not under data.root {cfg.root!r}; point data.root at "
             "the folder that holds it, or set data.download=true to download it there"

@@ -10,23 +10,22 @@ with up to ONEHOT_MAX_LEVELS levels (in the training split), hashed into HASH_BU
 beyond. Numeric cells that are missing take the training split's median, plus a 0/1 missing
 indicator for columns with any missing cell. Columns that carry no usable signal (an
 identifier, free text with a value per row, a constant, all missing) are dropped with a
-warning. The exported script (export_script.RUNTIME) holds the same encoding, cell by cell.
+warning. The encoding itself is the runtime's (runtime.inputs.encode_cells), which the
+exported script runs too.
 """
 
 from __future__ import annotations
 
 import math
 import re
-import zlib
 from pathlib import Path
 
 import numpy as np
 
 from automodel.data import tablefile
 from automodel.data.source import Raw
+from automodel.runtime.inputs import COLUMN_SETTINGS, MISSING, encode_cells
 
-# Cells that count as missing, after stripping spaces (export_script.RUNTIME has the same).
-MISSING = ("", "NA", "N/A", "NaN", "nan", "null", "NULL", "?")
 ONEHOT_MAX_LEVELS = 16
 HASH_BUCKETS = 64
 # A numeric target is classification when it holds at most this many whole numbers.
@@ -189,37 +188,12 @@ def fit(schema: list[dict], x_train: np.ndarray) -> list[dict]:
     return columns
 
 
-def width(columns: list[dict]) -> int:
-    """How many features `columns` encode."""
-    sizes = {
-        "numeric": lambda c: 1 + c["indicator"],
-        "onehot": lambda c: len(c["levels"]),
-        "hash": lambda c: c["buckets"],
-    }
-    return sum(sizes[c["kind"]](c) for c in columns)
+def entries(columns: list[dict]) -> list[tuple]:
+    """`columns` as the runtime reads them (the exported script's COLUMNS): tuples of the
+    name, the kind and the kind's settings."""
+    return [(c["name"], c["kind"], *(c[k] for k in COLUMN_SETTINGS[c["kind"]])) for c in columns]
 
 
 def encode(columns: list[dict], x: np.ndarray) -> np.ndarray:
-    """Cells (N, len(columns)) -> features (N, width(columns)), float64."""
-    out = np.zeros((len(x), width(columns)), np.float64)
-    j = 0
-    for k, col in enumerate(columns):
-        texts = np.asarray([str(t).strip() for t in x[:, k]], dtype=object)
-        missing = _missing(texts)
-        if col["kind"] == "numeric":
-            out[:, j] = [
-                col["fill"] if m else float(t) for t, m in zip(texts, missing, strict=True)
-            ]
-            if col["indicator"]:
-                out[:, j + 1] = missing
-            j += 1 + col["indicator"]
-        elif col["kind"] == "onehot":
-            for i, level in enumerate(col["levels"]):
-                out[:, j + i] = texts == level
-            j += len(col["levels"])
-        else:
-            rows = np.flatnonzero(~missing)
-            buckets = [zlib.crc32(t.encode("utf-8")) % col["buckets"] for t in texts[rows]]
-            out[rows, j + np.asarray(buckets, np.int64)] = 1.0
-            j += col["buckets"]
-    return out
+    """Cells (N, len(columns)) -> features, float64: see runtime.inputs.encode_cells."""
+    return encode_cells(x, entries(columns))

@@ -22,10 +22,11 @@ def activation(name: str) -> nn.Module:
 
 
 class FastDropout(nn.Module):
-    """Dropout with masks four times cheaper than nn.Dropout's on a CPU.
+    """Dropout with masks much cheaper than nn.Dropout's on a CPU.
 
-    nn.Dropout draws a Bernoulli sample per element from the CPU generator, a quarter of a
-    small MLP's training step. This draws 64 random bits per four elements from the same
+    nn.Dropout draws a Bernoulli sample per element from the CPU generator, a large share of
+    a small MLP's training step (automodel's benchmarks/trainer_throughput.py compares an MLP
+    with and without dropout). This draws 64 random bits per four elements from the same
     generator (torch.manual_seed seeds it) and keeps an element when its 16 bits, read as a
     signed number, are at least round(p * 65536) - 32768: it keeps 1 - p of them to within
     1/65536 and scales the kept ones so the expected value is unchanged, as nn.Dropout does.

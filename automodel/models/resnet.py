@@ -7,9 +7,9 @@ Tables (the ResNet of Gorishniy et al. 2021, "Revisiting deep learning models fo
 data"): Linear to `width`, `stages * blocks` residual blocks at that width, norm, activation,
 Linear.
 
-The blocks are classes the exporter writes into best_model.py once (export.LAYERS), so they
-use `nn` alone and keep their constructor arguments as attributes; lines fit 88 columns,
-the generated script's format.
+The blocks are classes the exporter writes into best_model.py once (export.LAYERS), with the
+ACTIVATIONS table they read, so they use `nn` and that table alone and keep their constructor
+arguments as attributes; lines fit 88 columns, the generated script's format.
 """
 
 from __future__ import annotations
@@ -48,14 +48,7 @@ class ResBlock(nn.Module):
         conv = nn.Conv1d if dims == 1 else nn.Conv2d
         norm = nn.BatchNorm1d if dims == 1 else nn.BatchNorm2d
         bias = not batch_norm  # batch norm brings its own shift
-        act = {  # the names of blocks.ACTIVATIONS: this class is written out on its own
-            "relu": nn.ReLU,
-            "gelu": nn.GELU,
-            "silu": nn.SiLU,
-            "tanh": nn.Tanh,
-            "leaky_relu": nn.LeakyReLU,
-            "elu": nn.ELU,
-        }[activation]
+        act = ACTIVATIONS[activation]
 
         def normed(c: int) -> nn.Module:
             return norm(c) if batch_norm else nn.Identity()
@@ -88,14 +81,7 @@ class ResLinear(nn.Module):
         super().__init__()
         self.width, self.activation = width, activation
         self.dropout, self.batch_norm = dropout, batch_norm
-        act = {  # the names of blocks.ACTIVATIONS: this class is written out on its own
-            "relu": nn.ReLU,
-            "gelu": nn.GELU,
-            "silu": nn.SiLU,
-            "tanh": nn.Tanh,
-            "leaky_relu": nn.LeakyReLU,
-            "elu": nn.ELU,
-        }[activation]
+        act = ACTIVATIONS[activation]
         self.norm = nn.BatchNorm1d(width) if batch_norm else nn.Identity()
         self.linear1 = nn.Linear(width, width)
         self.act = act()

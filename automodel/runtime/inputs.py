@@ -1,0 +1,119 @@
+"""Raw inputs -> numbers: table cells encoded column by column, image files read as pixels.
+
+The search encodes its data with these functions (data.table, data.images), and the exported
+script holds them as they are, so both turn a raw row into the same numbers.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+
+import numpy as np
+
+# Cells that count as missing, after stripping spaces.
+MISSING = ("", "NA", "N/A", "NaN", "nan", "null", "NULL", "?")
+# A column is (name, kind, *settings), with the settings of its kind in this order.
+COLUMN_SETTINGS = {
+    "numeric": ("fill", "indicator"),
+    "onehot": ("levels",),
+    "hash": ("buckets",),
+}
+IMAGE_SUFFIXES = (".bmp", ".gif", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
+IMAGE_MODES = {"L": 1, "RGB": 3}  # the Pillow modes images are read in -> channels
+
+
+def column_width(column: tuple) -> int:
+    """How many features a column (name, kind, *settings) is encoded into."""
+    _, kind, *settings = column
+    if kind == "numeric":
+        return 1 + settings[1]
+    if kind == "onehot":
+        return len(settings[0])
+    return settings[0]
+
+
+def encode_cells(rows, columns) -> np.ndarray:
+    """Rows of raw table cells, one per column and in the order of `columns` -> features.
+
+    (name, "numeric", fill, indicator): the number, or `fill` when the cell is missing, then
+    a 0/1 missing indicator when `indicator`; (name, "onehot", levels): a 0/1 feature per
+    level, all 0 for a missing or unseen one; (name, "hash", buckets): a 0/1 feature per
+    bucket, picked by the text's CRC-32. Float64, one row per row of cells.
+    """
+    rows = [list(row) for row in rows]
+    for i, row in enumerate(rows):
+        if len(row) != len(columns):
+            names = [c[0] for c in columns]
+            raise ValueError(f"row {i} has {len(row)} cells; expected one per {names}")
+    out = np.zeros((len(rows), sum(map(column_width, columns))), dtype=np.float64)
+    j = 0
+    for k, column in enumerate(columns):
+        name, kind, *settings = column
+        texts = [str(row[k]).strip() for row in rows]
+        if kind == "numeric":
+            out[:, j] = [
+                settings[0] if text in MISSING else _number(text, name, i)
+                for i, text in enumerate(texts)
+            ]
+            if settings[1]:
+                out[:, j + 1] = [text in MISSING for text in texts]
+        elif kind == "onehot":
+            index = {level: i for i, level in enumerate(settings[0])}
+            _set_ones(out, j, [index.get(text, -1) for text in texts])
+        else:
+            buckets = [
+                -1 if text in MISSING else zlib.crc32(text.encode()) % settings[0]
+                for text in texts
+            ]
+            _set_ones(out, j, buckets)
+        j += column_width(column)
+    return out
+
+
+def _set_ones(out: np.ndarray, start: int, positions: list[int]) -> None:
+    """out[i, start + positions[i]] = 1 for every row i whose position is not -1."""
+    positions = np.asarray(positions, dtype=np.int64)
+    hit = np.flatnonzero(positions >= 0)
+    out[hit, start + positions[hit]] = 1.0
+
+
+def _number(text: str, column: str, row: int) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise ValueError(
+            f"column {column!r}, row {row}: {text!r} is not a finite number"
+        )
+    return value
+
+
+def read_image(path, mode: str, size: tuple[int, int]) -> np.ndarray:
+    """An image file -> its pixels, as `pixels` gives them."""
+    image_module = _pillow()
+    with image_module.open(path) as image:
+        return pixels(image, mode, size)
+
+
+def pixels(image, mode: str, size: tuple[int, int]) -> np.ndarray:
+    """A Pillow image -> uint8 pixel values, channels first, flattened (C*H*W): converted
+    to `mode` and resized (bilinear) to `size` (width, height) when it differs."""
+    if image.mode != mode:
+        image = image.convert(mode)
+    if image.size != size:
+        image = image.resize(size, _pillow().BILINEAR)
+    array = np.asarray(image, dtype=np.uint8)
+    return array.reshape(size[1], size[0], -1).transpose(2, 0, 1).reshape(-1)
+
+
+def _pillow():
+    """PIL.Image, imported on first use: only image files need Pillow."""
+    try:
+        from PIL import Image
+    except ImportError:
+        raise ValueError(
+            "reading image files needs Pillow: pip install pillow"
+        ) from None
+    return Image
