@@ -15,7 +15,6 @@ from tests.conftest import ROOT
 DOCS = ROOT / "docs"
 PAGES = [ROOT / "README.md", *sorted(DOCS.glob("*.md"))]
 # Linked from the README and written on another branch; checked here once it exists.
-PENDING = {ROOT / "ARCHITECTURE.md"}
 
 
 def schema_keys(cls: type, prefix: str = "") -> set[str]:
@@ -60,7 +59,7 @@ def _links(page):
 def test_relative_links_lead_to_files_that_exist(page):
     for target in _links(page):
         path = (page.parent / target.split("#", 1)[0]).resolve()
-        assert path.exists() or path in PENDING, f"{page.name} links to {target}: no such file"
+        assert path.exists(), f"{page.name} links to {target}: no such file"
 
 
 def test_every_docs_page_is_linked_from_the_readme():
