@@ -46,12 +46,13 @@ def figure(view: View):
         at = _best_step(best, view.sign)
         value = best.intermediate_values[at]
         ax.plot([at], [value], "o", color=style.BEST, ms=7, zorder=5)
+        last = at == max(best.intermediate_values)  # at the right edge: label to its left
         ax.annotate(
             f"trial {best.number}: {style.fmt(value)}",
             (at, value),
-            xytext=(0, 8 if view.sign > 0 else -14),
+            xytext=(-6 if last else 0, 8 if view.sign > 0 else -14),
             textcoords="offset points",
-            ha="center",
+            ha="right" if last else "center",
             color=style.BEST,
             fontweight="bold",
         )

@@ -67,7 +67,7 @@ def figure(view: View):
     ax.grid(alpha=0.3)
     ax.legend(loc="best")
     others = f"; {len(view.pruned)} pruned, {view.failed} failed not shown"
-    ax.set_title(f"Optimization history: {len(trials)} complete trials{others}")
+    ax.set_title(f"Optimization history: {style.count(len(trials), 'complete trial')}{others}")
     return fig
 
 

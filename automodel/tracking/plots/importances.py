@@ -28,7 +28,7 @@ def figure(view: View):
     ax.set_xlim(0, max(values) * 1.15 or 1.0)
     ax.set_xlabel(f"share of the variance of {view.label} (fANOVA)")
     ax.grid(axis="x", alpha=0.3)
-    ax.set_title(f"Parameter importances over {len(view.complete)} complete trials")
+    ax.set_title(f"Parameter importances over {style.count(len(view.complete), 'complete trial')}")
     return fig
 
 
@@ -48,7 +48,7 @@ def html(view: View):
         )
     )
     fig.update_layout(
-        title=f"Parameter importances over {len(view.complete)} complete trials",
+        title=f"Parameter importances over {style.count(len(view.complete), 'complete trial')}",
         xaxis_title=f"share of the variance of {view.label} (fANOVA)",
         yaxis_autorange="reversed",
         xaxis_tickformat=".0%",

@@ -46,7 +46,10 @@ def slices(view: View):
     left_out = len(view.params) - len(names)
     more = f"; {left_out} less important params not shown" if left_out else ""
     best = f"; red: best trial {view.best.number}" if view.best is not None else ""
-    fig.suptitle(f"{view.label} by param value, {len(view.complete)} complete trials{best}{more}")
+    fig.suptitle(
+        f"{view.label} by param value, {style.count(len(view.complete), 'complete trial')}"
+        f"{best}{more}"
+    )
     return fig
 
 
@@ -77,8 +80,14 @@ def _slice(ax, view: View, name: str, low: float, high: float) -> None:
         xs = xs + np.random.default_rng(0).uniform(-0.15, 0.15, len(xs))
     else:
         xs = np.array([t.params[name] for t in trials], dtype=float)
+        # the whole searched range: is the best at its edge? (then widen the space)
         if getattr(dist, "log", False):
             _log_axis(ax.xaxis, dist.low, dist.high)
+            margin = (dist.high / dist.low) ** 0.04
+            ax.set_xlim(dist.low / margin, dist.high * margin)
+        else:
+            margin = 0.04 * (dist.high - dist.low) or 0.5
+            ax.set_xlim(dist.low - margin, dist.high + margin)
     ys = np.clip(values, low, high)
     beyond = ys != np.array(values)
     ax.scatter(xs[~beyond], ys[~beyond], s=12, color=style.COMPLETE, alpha=0.55, zorder=3)
@@ -187,7 +196,8 @@ def parallel(view: View):
         ax.spines[side].set_visible(False)
     fig.colorbar(ScalarMappable(norm, cmap), ax=ax, label=view.label, fraction=0.04)
     ax.set_title(
-        f"The {len(axes) - 1} most important params, {len(trials)} complete trials", loc="right"
+        f"The {len(axes) - 1} most important params, {style.count(len(trials), 'complete trial')}",
+        loc="right",
     )
     return fig
 
@@ -217,7 +227,7 @@ def parallel_html(view: View):
     }
     fig = go.Figure(go.Parcoords(dimensions=dimensions, line=line))
     fig.update_layout(
-        title=f"{len(trials)} complete trials: drag along an axis to keep a range",
+        title=f"{style.count(len(trials), 'complete trial')}: drag along an axis to keep a range",
         margin={"l": 80, "r": 40, "t": 110, "b": 40},
     )
     return fig

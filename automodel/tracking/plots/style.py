@@ -40,5 +40,9 @@ def short(text: str, limit: int = 16) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
 def fmt(value: float) -> str:
     return f"{value:.4g}"

@@ -66,7 +66,10 @@ def read(study: optuna.Study) -> View:
     trials = study.get_trials(deepcopy=False)
     complete = [t for t in trials if t.state == TrialState.COMPLETE and _finite([t.value])]
     best = studylib.best_trial(study)
-    importances, no_importances = _importances(study) if complete else (None, "no complete trial")
+    if len({t.value for t in complete}) < 2:  # no variance to explain
+        importances, no_importances = None, "fewer than two complete trials with distinct values"
+    else:
+        importances, no_importances = _importances(study)
     searched = {name for t in complete for name in t.params}
     ranked = [name for name in importances or () if name in searched]
     return View(
@@ -91,7 +94,7 @@ def _importances(study: optuna.Study) -> tuple[dict[str, float] | None, str]:
             found = optuna.importance.get_param_importances(
                 study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=IMPORTANCE_SEED)
             )
-    except Exception as err:  # one complete trial, no searched param, ...
+    except Exception as err:  # a param Optuna cannot rank, ...
         return None, errors.reason(err)
     if not found:
         return None, "no param that every complete trial has"
