@@ -27,7 +27,7 @@ from automodel.tracking.backend import (
     store_lock,
     unusable,
 )
-from automodel.tracking.plots import confusion_matrix, study_plots
+from automodel.tracking.plots import prediction_plots, study_plots
 from automodel.tracking.records import (
     NOTE_TAG,
     PARENT_TAG,
@@ -221,22 +221,21 @@ class ParentRun:
     def log_plots(
         self, plan, study: optuna.Study, test_outputs: torch.Tensor, summary: dict
     ) -> None:
-        """The study's plots and the best model's confusion matrix, under `plots/`."""
+        """The study's plots and the best model's on the test split, under `plots/`.
+
+        A plot that cannot be drawn is named with its reason in the `automodel.plots_skipped`
+        tag; the others are logged all the same.
+        """
+        spec = plan.data.spec
+        title = f"trial {summary['best_trial']} on the test split: " + ", ".join(
+            f"{k} {v:.4g}" for k, v in summary["test"].items()
+        )
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp) / "plots"
             _, skipped = study_plots(study, out)
-            spec = plan.data.spec
-            # A confusion matrix needs classes; for data read from files none is drawn yet.
-            if spec.task == "classification" and not plan.data.lazy:
-                confusion_matrix(
-                    plan.data.y_test,
-                    test_outputs.argmax(1),
-                    list(spec.classes),
-                    out,
-                    f"trial {summary['best_trial']} on the test split: "
-                    f"{spec.metric} {summary['test'][spec.metric]:.4f}",
-                )
+            _, more = prediction_plots(spec, test_outputs, plan.data.y_test, out, title)
             self.client.log_artifacts(self.id, str(out), "plots")
+        skipped |= more
         if skipped:
             listed = "; ".join(f"{k}: {v}" for k, v in skipped.items())
             self.client.set_tag(self.id, "automodel.plots_skipped", listed[:TAG_LIMIT])
