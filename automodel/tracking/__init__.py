@@ -17,7 +17,7 @@ The package, one job a module:
     writer.py     the background thread that makes those writes, in batches
     registry.py   the best model, logged and registered (`Served`)
     records.py    tag names, value text, batched writes within MLflow's limits
-    plots.py      pictures of a study (matplotlib; plotly where installed)
+    plots/        pictures of a study: PNG (matplotlib) and interactive HTML (plotly)
 
 Only this package imports mlflow, and only once a Tracker opens the store:
 `tracking.enabled=false` never loads it. Trial writes go through the writer thread, which
