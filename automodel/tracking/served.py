@@ -15,7 +15,8 @@ Input: raw rows, as best_model.py takes them.
   are ignored), cells as text or numbers; a gap is an empty or missing cell ('', 'NA', '?',
   None, NaN).
 - Other data: a DataFrame or an array of the flat raw values, one row per sample (digits: 64
-  values; an image: its pixels, channels first).
+  values; an image: its pixels, channels first). The signature declares them double: MLflow
+  takes float and small int arrays, and JSON numbers, but refuses int64 (cast it to float).
 
 Output: a DataFrame, one row per input row.
 - `prediction`: the class name (classification) or the predicted value (regression).
