@@ -15,7 +15,7 @@ The package, one job a module:
     parent.py     the study's parent run: found or created once, settings, result, plots
     runs.py       a child run per trial: the ops a trial queues, the writes they become
     writer.py     the background thread that makes those writes, in batches
-    registry.py   the best model, logged and registered (`Served`)
+    registry.py   the best model, logged and registered: the export, served by served.py
     records.py    tag names, value text, batched writes within MLflow's limits
     plots/        pictures of a study: PNG (matplotlib) and interactive HTML (plotly)
 
@@ -242,8 +242,10 @@ class Tracker:
 
         Metrics (best validation and test values, counts) are logged at step = trials in the
         study, so reruns draw the study's progress. `test_outputs` are the model's raw
-        outputs on the test split (for the confusion matrix). A part that fails (a plot, the
-        registry) is a warning: the search's own outputs are already on disk.
+        outputs on the test split (for the confusion matrix). The model logged and
+        registered is the export folder (`summary["export"]`, written before this call), not
+        `model`. A part that fails (a plot, the registry) is a warning: the search's own
+        outputs are already on disk.
         """
         self.wait()
         parent = self.parent
@@ -251,7 +253,7 @@ class Tracker:
         for name in ("summary.json", "best_params.json"):
             self._try(f"logging {name}", parent.log_files, plan.run.study_dir, (name,))
         self._try("logging plots", parent.log_plots, plan, study, test_outputs, summary)
-        self._try("logging the best model", registry.log_model, parent, plan, model, summary)
+        self._try("logging the best model", registry.log_model, parent, plan, summary)
         self._try("ending the study's run", parent.client.set_terminated, parent.id, "FINISHED")
         self._finished = True
 
