@@ -41,7 +41,7 @@ def usage() -> str:
         "  python -m automodel search data=mnist1d search_space=cnn study.n_trials=40\n"
         "  python -m automodel search trainer.max_epochs=10 study.pruner=hyperband seed=1\n"
         "  python -m automodel search search_space=resnet search_space.params.lr.high=0.1 \\\n"
-        "      ~search_space.params.momentum +search_space.params.l1=0.0001\n"
+        "      ~search_space.params.momentum +search_space.params.label_smoothing=0.1\n"
         "  python -m automodel search --cfg job      # print the resolved config and exit\n"
         "  python -m automodel status study.name=digits-mlp\n"
         "  python -m automodel export study.name=digits-mlp trial=12\n"
