@@ -10,14 +10,15 @@ from __future__ import annotations
 import codecs
 import dataclasses
 import importlib.resources
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
+
+from automodel import space_group
 
 
 def _shipped(name: str) -> Path:
@@ -125,7 +126,12 @@ class RunConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     ui: UiConfig = field(default_factory=UiConfig)
-    search_space: str = "mlp"
+    # The composed space (search_spaces/<choice>.yaml or the user's file, with the command
+    # line's search_space.* overrides applied): what the study searches, and its identity.
+    search_space: dict[str, Any] = field(default_factory=dict)
+    # The search_space choice as given: a name in search_spaces/ or a file's path. Set by
+    # compose(); it names the default study (<data>-<stem>) and the space's errors.
+    search_space_name: str | None = None
     seed: int = 0
     runs_dir: str = "runs"
     devices: Any = "auto"  # "auto", "cpu" or a list of GPU ids
@@ -141,19 +147,55 @@ class RunConfig:
 
 
 def compose(overrides: list[str]) -> DictConfig:
-    """Compose conf/ with command-line overrides, turning Hydra's errors into one line."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.errors import HydraException
+    """Compose conf/ with command-line overrides, turning Hydra's errors into one line.
 
+    The search spaces join as config group `search_space` (see space_group), so that
+    `search_space.params.lr.high=0.1` and the like override them; `search_space_name` is set
+    to the choice.
+    """
     try:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            return hydra_compose(config_name="config", overrides=overrides)
-    except (HydraException, OmegaConfBaseException) as err:
+        hydra_overrides, user_file = space_group.register(overrides, SPACES_DIR)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    try:
+        cfg = _hydra_compose(hydra_overrides)
+    except _hydra_errors() as err:
         unknown = re.match(r"Could not override '([^']+)'", str(err))
         if unknown and "not in struct" in str(err.__cause__ or ""):
-            raise ConfigError(_unknown_key(unknown.group(1))) from None
+            key = unknown.group(1)
+            if key.startswith(f"{space_group.GROUP}."):
+                raise ConfigError(_unknown_space_key(key, hydra_overrides)) from None
+            raise ConfigError(_unknown_key(key)) from None
         raise ConfigError(_one_line(str(err))) from None
+    choice = cfg.hydra.runtime.choices.get(space_group.GROUP)
+    with open_dict(cfg):
+        del cfg["hydra"]
+        cfg.search_space_name = space_group.chosen(choice, user_file)
+    return cfg
+
+
+def _hydra_compose(overrides: list[str]) -> DictConfig:
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        # The Hydra node only for runtime.choices: which space was chosen (compose drops it).
+        return hydra_compose(config_name="config", overrides=overrides, return_hydra_config=True)
+
+
+def _hydra_errors() -> tuple[type[Exception], ...]:
+    from hydra.errors import HydraException  # imported when composing, as Hydra itself
+
+    return (HydraException, OmegaConfBaseException)
+
+
+def _unknown_space_key(key: str, overrides: list[str]) -> str:
+    rest = [o for o in overrides if o.partition("=")[0].lstrip("+~") != key]
+    try:
+        composed = _hydra_compose(rest)  # the space without the bad key, to name its keys
+    except _hydra_errors():
+        composed = None
+    return space_group.unknown_key(key, composed)
 
 
 def _unknown_key(key: str) -> str:
@@ -247,7 +289,8 @@ def validate(run: RunConfig) -> None:
     if not run.runs_dir:
         raise ConfigError("runs_dir must not be empty")
     if s.name is None:
-        s.name = f"{d.name}-{space_stem(run.search_space)}"
+        space = run.search_space_name or str(run.search_space.get("family") or "space")
+        s.name = f"{d.name}-{space_stem(space)}"
     if not _STUDY_NAME.match(s.name):
         raise ConfigError(
             f"study.name {s.name!r} is not a valid name; use letters, digits, '.', '_' and '-' "
@@ -340,21 +383,17 @@ def space_stem(search_space: str) -> str:
     return Path(search_space).stem if search_space.endswith((".yaml", ".yml")) else search_space
 
 
+def is_space_path(search_space: str) -> bool:
+    """Whether a search_space choice names a file (anything ending in .yaml, or with a /)."""
+    return space_group.is_path(search_space)
+
+
 def resolve_space_path(search_space: str) -> Path:
     """A space given by name lives in search_spaces/; anything ending in .yaml is a path."""
-    if search_space.endswith((".yaml", ".yml")) or os.sep in search_space:
-        path = Path(search_space)
-        if not path.is_file():
-            raise ConfigError(f"search_space file {search_space!r} does not exist")
-        return path
-    path = SPACES_DIR / f"{search_space}.yaml"
-    if not path.is_file():
-        known = sorted(p.stem for p in SPACES_DIR.glob("*.yaml"))
-        raise ConfigError(
-            f"unknown search_space {search_space!r}; known: {', '.join(known)} "
-            "(or a path to a .yaml file)"
-        )
-    return path
+    try:
+        return space_group.resolve(search_space, SPACES_DIR)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
 
 
 # Anything URL-shaped in a text (a command line, an error message): scheme:// up to a space.

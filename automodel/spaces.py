@@ -302,6 +302,32 @@ def fit_to_data(raw: dict, n_train: int) -> tuple[dict, list[str]]:
     return out, [notice]
 
 
+def without(raw: dict, names: set[str]) -> dict:
+    """A copy of space `raw` without the params `names`, the entries that depend on them
+    (`when` or `per_layer`: never sampled without them), and their values in enqueued trials."""
+    gone, params = set(names), {}
+    for name, entry in raw.get("params", {}).items():
+        spec = entry if isinstance(entry, dict) else {}
+        when = spec.get("when") if isinstance(spec.get("when"), dict) else {}
+        if name in gone or gone & set(when) or spec.get("per_layer") in gone:
+            gone.add(name)
+        else:
+            params[name] = entry
+    out = {**raw, "params": params}
+    if isinstance(raw.get("enqueue"), list):
+        out["enqueue"] = [
+            {k: v for k, v in t.items() if _param_of(k) not in gone} if isinstance(t, dict) else t
+            for t in raw["enqueue"]
+        ]
+    return out
+
+
+def _param_of(key: str) -> str:
+    """The param an enqueued key sets: `width` for `width_l0`, else the key itself."""
+    base, _, layer = key.rpartition("_l")
+    return base if base and layer.isdigit() else key
+
+
 def _fit_batch_size(entry: Any, n: int) -> tuple[Any, str | None]:
     def too_big(v) -> bool:
         return isinstance(v, int) and not isinstance(v, bool) and v > n

@@ -107,8 +107,10 @@ def _searched_with(cfg: RunConfig) -> RunConfig:
     from omegaconf import OmegaConf
 
     saved = yaml.safe_load((cfg.study_dir / "config.yaml").read_text())
+    # The space the study was created with: its identity, which every rerun kept.
+    space = OmegaConf.to_container(OmegaConf.load(cfg.study_dir / "search_space.yaml"))
     saved.update(
-        search_space=str(cfg.study_dir / "search_space.yaml"),
+        search_space=space,
         runs_dir=cfg.runs_dir,
         trial=None,
         quiet=cfg.quiet,

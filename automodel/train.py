@@ -43,6 +43,8 @@ RECIPE_PARAMS = {
     "optimizer": Param("choice", "adam", choices=tuple(OPTIMIZERS)),
     "lr": Param("float", 1e-3, low=1e-7, high=10.0),
     "weight_decay": Param("float", 0.0, low=0.0, high=1.0),
+    # Times the sum of |w| over the weights (runtime.loop.l1_weights), added to the loss.
+    "l1": Param("float", 0.0, low=0.0, high=1.0),
     "momentum": Param("float", 0.9, low=0.0, high=0.999),
     "batch_size": Param("int", 64, low=1, high=1 << 20),
     "schedule": Param("choice", "constant", choices=tuple(SCHEDULES)),
@@ -59,6 +61,7 @@ class Recipe:
     optimizer: str = "adam"
     lr: float = 1e-3
     weight_decay: float = 0.0
+    l1: float = 0.0
     momentum: float = 0.9
     batch_size: int = 64
     schedule: str = "constant"
@@ -243,6 +246,7 @@ def fit(
         forward=torch.compile(model) if compile else None,
         autocast=_autocast(device),
         batches=_batches,
+        l1=recipe.l1,
     )
     result = FitResult(best_epoch=0, best_value=metrics.worst(spec.direction), best_state={})
     start = time.perf_counter()

@@ -206,10 +206,42 @@ CASES = [
         "params.momentum.when: 'optimizer' must name a param listed before this one",
     ),
     (
-        "batch larger than data",
+        "no param applies to the data",
         ["search_space={tmp}/s.yaml"],
-        {"s.yaml": "family: mlp\nparams:\n  batch_size: 4096\n"},
-        "params.batch_size allows 4096, more than the 192 training rows",
+        {"s.yaml": "family: mlp\nparams:\n  loss: huber\n"},
+        "search_space: no param applies to data synthetic (loss applies to regression only",
+    ),
+    # search-space entries overridden on the command line
+    (
+        "space entry unknown",
+        ["search_space.params.nope=1"],
+        {},
+        "unknown key 'search_space.params.nope'; keys in search_space.params: depth, width",
+    ),
+    (
+        "space entry bad value",
+        ["search_space.params.depth.high=0"],
+        {},
+        "search_space.params.depth: low must be < high, got low=1 high=0",
+    ),
+    (
+        "space entry added unknown param",
+        ["+search_space.params.layers=2"],
+        {},
+        "search_space.params.layers: unknown param 'layers' for family mlp; known: depth",
+    ),
+    (
+        "space override leaves the enqueued trial outside",
+        ["search_space.params.lr.high=0.001"],
+        {},
+        "search_space.enqueue[0].lr: 0.002 is outside the space's range [0.0001, 0.001] (or drop "
+        "the enqueued trials: ~search_space.enqueue)",
+    ),
+    (
+        "space entry fixed out of range",
+        ["search_space=resnet", "search_space.params.width=100000"],
+        {},
+        "search_space.params.width must be in",
     ),
     (
         "bad enqueue",

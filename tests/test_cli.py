@@ -37,11 +37,13 @@ def test_status_lists_studies_and_top_trials(tmp_path):
 def test_cfg_job_and_help():
     res = cli("search", "--cfg", "job", "study.n_trials=7")
     assert res.returncode == 0, res.stderr
-    assert "n_trials: 7" in res.stdout and "search_space: mlp" in res.stdout
+    assert "n_trials: 7" in res.stdout and "search_space_name: mlp" in res.stdout
+    assert "search_space:\n  family: mlp\n  params:\n    depth:" in res.stdout  # the space itself
     res = cli("search", "--help")
     assert res.returncode == 0
     assert "data={csv, digits, image_folder, mnist1d, synthetic, torchvision}" in res.stdout
     assert "study.n_trials" in res.stdout
+    assert "search_space={cnn, mlp, pretrained, resnet}" in res.stdout
 
 
 def test_unknown_verb_and_no_verb():

@@ -197,15 +197,18 @@ def test_every_pruner_runs(make_run, pruner):
     assert summary["counts"]["complete"] >= 1
 
 
-def test_batch_size_larger_than_the_data_is_refused_before_training(make_run, tmp_path):
+def test_batch_size_larger_than_the_data_is_fitted_before_training(make_run, tmp_path):
     space = tmp_path / "big.yaml"
     space.write_text(
         "family: mlp\nparams:\n  batch_size: {type: categorical, choices: [32, 4096]}\n"
     )
-    with pytest.raises(
-        ConfigError, match=r"params\.batch_size allows 4096, more than the 192 training rows"
-    ):
-        search.prepare(make_run(f"search_space={space}"))
+    plan = search.prepare(make_run(f"search_space={space}"))
+    assert plan.notices == [
+        "batch_size: dropped 4096 (more than the 192 training rows); searching 32"
+    ]
+    (entry,) = plan.space.entries
+    assert entry.choices == (32,)
+    assert plan.space_source["params"]["batch_size"]["choices"] == [32, 4096]  # the identity
     assert not (tmp_path / "runs").exists()
 
 

@@ -166,6 +166,7 @@ def recipe(checked: Checked) -> str:
         f"OPTIMIZER = {string(r['optimizer'])}  # {_summary(OPTIMIZERS[r['optimizer']])}",
         f"LR = {float_literal(r['lr'])}",
         f"WEIGHT_DECAY = {float_literal(r['weight_decay'])}",
+        f"L1 = {float_literal(r['l1'])}  # times the sum of |w| over the weights, in the loss",
         f"MOMENTUM = {float_literal(r['momentum'])}"
         + ("" if r["optimizer"] == "sgd" else "  # sgd only"),
         f"SCHEDULE = {string(r['schedule'])}  # {_summary(SCHEDULES[r['schedule']])}",

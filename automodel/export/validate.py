@@ -172,6 +172,8 @@ def _recipe(raw: dict) -> dict:
         "schedule": choice("schedule", raw["schedule"], SCHEDULES),
         "lr": checked_float("lr", raw["lr"]),
         "weight_decay": checked_float("weight_decay", raw["weight_decay"]),
+        # Checkpoints written before l1 existed trained without it.
+        "l1": checked_float("l1", raw.get("l1", 0.0)),
         "momentum": checked_float("momentum", raw["momentum"]),
         "label_smoothing": checked_float("label_smoothing", raw["label_smoothing"]),
         "batch_size": checked_int("batch_size", raw["batch_size"], 1),

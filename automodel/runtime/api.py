@@ -37,6 +37,7 @@ from automodel.runtime.placeholders import (
     COLUMNS,
     EPOCHS,
     INPUT_SHAPE,
+    L1,
     LABEL_SMOOTHING,
     LOSS,
     LR,
@@ -162,6 +163,7 @@ def train(
         seed=seed,
         augmentation=AUGMENT,
         schedule=new_schedule(optimizer, SCHEDULE, epochs),
+        l1=L1,
     )
     direction = TASKS[TASK][1]
     best, best_state = worst(direction), None

@@ -56,12 +56,14 @@ def train_epochs(
     forward=None,
     autocast=None,
     batches=None,
+    l1: float = 0.0,
 ):
     """Train `model` on (x, y); after each epoch yield (epoch, train_loss, lr as it ran).
 
     Each epoch steps the optimizer once per batch of a permutation of the rows, drawn from
     a generator seeded with `seed` that augmentation draws from too; the schedule steps once
-    an epoch. Raises NonFiniteLoss when the loss diverges. The defaults are what the script
+    an epoch. `l1` adds l1 * l1_penalty(model) to each step's loss (train_loss reports the
+    loss alone). Raises NonFiniteLoss when the loss diverges. The defaults are what the script
     runs; the search adds `step` (a faster optimizer.step), `forward` (the compiled model),
     `autocast` (mixed precision on GPUs) and `batches` (for data read batch by batch).
     """
@@ -74,6 +76,7 @@ def train_epochs(
     autocast = contextlib.nullcontext() if autocast is None else autocast
     batches = tensor_batches if batches is None else batches
     layout = memory_format(model)
+    penalised = l1_weights(model) if l1 else []
     for epoch in range(1, epochs + 1):
         model.train()
         lr = optimizer.param_groups[0]["lr"]
@@ -84,10 +87,12 @@ def train_epochs(
                 inputs = augment(inputs, augmentation, generator)
             with autocast:
                 loss = loss_fn(forward(inputs), targets)
+            # Outside autocast: the penalty sums many weights, in float32.
+            objective = loss + l1 * l1_penalty(penalised) if penalised else loss
             # optimizer.zero_grad(set_to_none=True), without its overhead
             for p in params:
                 p.grad = None
-            loss.backward()
+            objective.backward()
             step()
             losses.append(loss.detach())
         total = torch.stack(losses).float() @ sizes.float()
@@ -97,6 +102,18 @@ def train_epochs(
         if schedule is not None:
             schedule.step()
         yield epoch, train_loss, lr
+
+
+def l1_weights(model: nn.Module) -> list[torch.Tensor]:
+    """The weights an L1 penalty shrinks: those of linear and convolution layers (tensors
+    of two or more dims) that train; not biases, not normalisation scales and shifts (one
+    dim), whose size is no measure of a model's complexity."""
+    return [p for p in model.parameters() if p.requires_grad and p.dim() > 1]
+
+
+def l1_penalty(weights: list[torch.Tensor]) -> torch.Tensor:
+    """The sum of the absolute values of `weights`."""
+    return torch.stack([w.abs().sum() for w in weights]).sum()
 
 
 def _batch_sizes(n: int, batch_size: int, device) -> tuple[int, torch.Tensor]:

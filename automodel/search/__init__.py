@@ -67,6 +67,9 @@ def search(cfg: RunConfig, command: str = "", attach: bool = False) -> dict:
         tracking.check_store(tracking.store(cfg))
     for warning in plan.data.warnings:
         console.warn(warning)
+    if not cfg.quiet:
+        for notice in plan.notices:
+            console.notice(notice)
     try:
         slots = devices.slots(cfg.devices, cfg.workers, cfg.trials_per_device, cfg.trainer.threads)
     except ValueError as err:

@@ -96,6 +96,11 @@ def warn(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
+def notice(message: str) -> None:
+    """What the search adapted on its own (a space fitted to the data): not a problem."""
+    print(f"notice: {message}", file=sys.stderr, flush=True)
+
+
 def print_summary(summary: dict) -> None:
     """The search's last lines: the best trial's metrics and params, and where its files are."""
     params = "  ".join(f"{k}={_fmt(v)}" for k, v in summary["params"].items())

@@ -44,8 +44,9 @@ from automodel.tracking.records import (
     text,
 )
 
-# Config keys that say nothing about a study's result: not logged as parent params.
-_NOT_SETTINGS = ("quiet", "trial", "ui")
+# Config keys that say nothing about a study's result: not logged as parent params. The space
+# is the artifact search_space.yaml (and search_space_name a param), not a param per entry.
+_NOT_SETTINGS = ("quiet", "trial", "ui", "search_space")
 _SETTLE_SECONDS = 1.0  # a new parent run on a server: wait before checking for a racer
 
 
