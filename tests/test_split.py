@@ -48,3 +48,16 @@ def test_bad_sizes_are_refused():
         train_test_split(y, y, test_size=1.5, random_state=0)
     with pytest.raises(ValueError, match="cannot hold all 2 classes"):
         train_test_split(y, y, test_size=0.1, stratify=y, random_state=0)
+
+
+def test_a_table_with_four_rows_per_class_splits_with_the_default_fractions():
+    """12 rows, 3 classes: 20% would leave 2 validation rows for 3 classes."""
+    from automodel.data import _split
+    from automodel.data.source import Raw
+
+    y = np.repeat(np.arange(3), 4)
+    raw = Raw(x=np.arange(12.0).reshape(12, 1), y=y, input_shape=(1,), classes=["a", "b", "c"])
+    x_train, y_train, x_val, y_val, x_test, y_test = _split(raw, 0.2, 0.2, seed=0)
+    for part in (y_train, y_val, y_test):
+        assert set(part.tolist()) == {0, 1, 2}
+    assert len(x_train) + len(x_val) + len(x_test) == 12

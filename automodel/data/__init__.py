@@ -165,6 +165,10 @@ def _split(raw: Raw, val_fraction: float, test_fraction: float, seed: int) -> tu
 
     def split(x, y, fraction):
         stratify = y if raw.task == "classification" else None
+        if stratify is not None:
+            # A tiny table: the held-out part needs a row of every class, even if that takes
+            # more than `fraction` (larger data never gets here: its fraction already does).
+            fraction = max(fraction, len(np.unique(y)) / len(y))
         return train_test_split(x, y, test_size=fraction, stratify=stratify, random_state=seed)
 
     if raw.x_test is None:
