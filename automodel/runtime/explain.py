@@ -115,9 +115,12 @@ def explain_row(rows, row: int, model=None) -> dict:
         ]
         columns.sort(key=lambda c: -abs(c["contribution"]))
         return {"row": row, **_prediction(predicted, value), "columns": columns}
-    out = model_outputs(model, [one])
-    predicted = None if TASK == "regression" else int(out[0].argmax())
-    value = float(out[0, 0]) * TARGET_STD if predicted is None else None
+    out = model_outputs(model, [one])[0].double()
+    if TASK == "regression":
+        predicted, value = None, float(out[0]) * TARGET_STD
+    else:
+        predicted = int(out.argmax())
+        value = float(torch.softmax(out, dim=0)[predicted])
     explained = torch.tensor([0 if predicted is None else predicted])
     saliency_map = saliency(model, one, explained, TASK)[0]
     return {"row": row, **_prediction(predicted, value), "map": saliency_map.numpy()}
