@@ -142,3 +142,17 @@ def test_a_saliency_map_becomes_a_png_brightest_where_it_is_largest(tmp_path):
         pixels = np.asarray(image)
     assert pixels.shape == (4 * 32, 8 * 32)  # scaled up to 256 pixels across
     assert pixels[2 * 32 + 3, 5 * 32 + 3] == 255 and pixels[0, 0] == 0
+
+
+def test_a_wide_table_is_read_on_fewer_rows_the_same_for_a_seed():
+    x = torch.randn(3000, 100)
+    y = (x[:, 0] > 0).long()
+    model = torch.nn.Linear(100, 2)
+    groups = runtime.feature_groups(None, 100)
+    small = torch.nn.Linear(4, 2)
+    narrow = runtime.permutation_report(small, x[:, :4], y, "classification", groups[:4])
+    assert narrow["rows"] == runtime.MAX_ROWS
+    wide = runtime.permutation_report(model, x, y, "classification", groups, repeats=2)
+    assert wide["rows"] == runtime.EVALUATIONS // (100 * 2) == 1000
+    again = runtime.permutation_report(model, x, y, "classification", groups, repeats=2)
+    assert again == wide

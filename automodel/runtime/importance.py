@@ -35,6 +35,10 @@ from automodel.runtime.inputs import column_width
 # search (docs/performance.md): more shuffles or rows steady the numbers, and cost linearly.
 REPEATS = 5  # shuffles per column
 MAX_ROWS = 2000  # rows a permutation scores; beyond them, a seeded subsample
+# Rows scored in all (rows x columns x shuffles): a wide table is read on fewer rows, so
+# that its cost stays bounded, but on MIN_ROWS at least, or its numbers would be noise.
+EVALUATIONS = 200_000
+MIN_ROWS = 200
 SALIENCY_ROWS = 512  # rows whose saliency is averaged per class
 EXAMPLES = 4  # per-row maps kept beside the per-class ones
 
@@ -119,10 +123,16 @@ def permutation_report(
     max_rows: int = MAX_ROWS,
 ) -> dict:
     """Permutation importance on (a seeded subsample of) labelled rows, most important
-    column first: what importance.json holds and the script's `explain` prints."""
+    column first: what importance.json holds and the script's `explain` prints.
+
+    The subsample holds at most `max_rows` rows, and fewer for a wide table (EVALUATIONS).
+    """
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
-    rows = subsample(len(x), max_rows, seed).to(x.device)
+    affordable = EVALUATIONS // (max(len(groups), 1) * repeats)
+    rows = subsample(len(x), min(max_rows, max(MIN_ROWS, affordable)), seed).to(
+        x.device
+    )
     x, y = x[rows], y[rows]
     metric = TASKS[task][0]
     with torch.no_grad():
