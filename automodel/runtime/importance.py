@@ -130,9 +130,8 @@ def permutation_report(
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
     affordable = EVALUATIONS // (max(len(groups), 1) * repeats)
-    rows = subsample(len(x), min(max_rows, max(MIN_ROWS, affordable)), seed).to(
-        x.device
-    )
+    limit = min(max_rows, max(MIN_ROWS, affordable))
+    rows = subsample(len(x), limit, seed).to(x.device)
     x, y = x[rows], y[rows]
     metric = TASKS[task][0]
     with torch.no_grad():
