@@ -134,6 +134,28 @@ def test_the_search_writes_saliency_maps_and_their_pictures(tmp_path):
     assert [p.name for p in pictures] == ["saliency_by_class.png", "saliency_examples.png"]
 
 
+def test_a_sequence_regression_gets_one_map_over_every_row_sampled(tmp_path):
+    """1000 test rows of a sequence (1, 40): 512 of them, seeded; one map, no classes."""
+    spec = datalib.DataSpec("seq", (1, 40), 0, (), (0.0,), (1.0,), "regression", "rmse", 5.0, 2.0)
+    x = torch.randn(1000, 1, 40)
+    y = x[:, 0, 7] * 3  # only step 7 matters
+    data = datalib.Dataset(spec, x, y, x, y, x, y)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(40, 1))
+    with torch.no_grad():
+        model[1].weight.zero_()
+        model[1].weight[0, 7] = 3.0
+    entry = importance.explain(model, data, tmp_path, seed=0, batch_size=512)
+    report = json.loads((tmp_path / importance.FILE).read_text())
+    assert report["rows"] == runtime.SALIENCY_ROWS and report["classes"] is None
+    assert entry["top"][0]["name"] == "c0 t7" and entry["top"][1]["mean"] == 0.0
+    assert np.load(tmp_path / report["by_class"]).shape == (1, 1, 40)
+    assert report["examples"]["labels"][0] == pytest.approx(
+        float(y[report["examples"]["rows"][0]]) * 2.0 + 5.0
+    )
+    pictures = importance_plots.draw(tmp_path, tmp_path / "plots")
+    assert [p.name for p in pictures] == ["saliency_by_class.png", "saliency_examples.png"]
+
+
 def test_a_saliency_map_becomes_a_png_brightest_where_it_is_largest(tmp_path):
     saliency_map = np.zeros((3, 4, 8), np.float32)
     saliency_map[:, 2, 5] = 1.0
