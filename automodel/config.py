@@ -138,6 +138,8 @@ class RunConfig:
     workers: Any = "auto"  # CPU worker processes: "auto" (one per core, at most 8) or a count
     trials_per_device: int = 1
     quiet: bool = False
+    # The end of a search explains the best model on the test split (importance.json).
+    explain: bool = True
     # Extra keys some verbs take (export's trial number); not part of conf/.
     trial: int | None = None
 

@@ -1,117 +1,142 @@
-"""Which inputs a trained model relies on: torch only, so the exported script runs the same code.
+"""The end of a search explains the shipped model: `<study>/importance.json`, the saliency
+maps beside it, and the short entry that summary.json holds.
 
-Tables: permutation importance of each raw column on labelled rows, in the study's metric
-(Breiman 2001; scikit-learn's `permutation_importance`): shuffle one column's rows, measure
-how much the metric gets worse, repeat with other shuffles (seeded). A column is permuted as
-one, whatever its encoding (a one-hot block moves together), so a categorical column gets one
-number. The model sees exactly the features it was trained on, only their rows reassigned.
+    explain(model, dataset, study_dir, seed)  -> summary entry; writes the files
+    clear(study_dir)                          -> explain=false: no stale files left behind
+    feature_groups(spec.columns, n)           -> the runtime's groups, from a DataSpec
 
-Images and sequences: gradient x input saliency (Shrikumar et al. 2016) per input position,
-averaged per class over the rows.
+The algorithms are the runtime's (automodel.runtime.importance), which the exported script's
+`explain` command runs as they are: on the test rows, with the same seed, it prints these
+numbers. Only the test split is read, once the search has chosen: nothing here steers it.
 """
 
 from __future__ import annotations
 
-import math
+import io
+import time
+from pathlib import Path
 
+import numpy as np
 import torch
 
-# task -> (metric, +1 when higher is better)
-_SELECTED = {"classification": ("accuracy", 1.0), "regression": ("rmse", -1.0)}
+from automodel import outputs, train
+from automodel.data import Dataset
+from automodel.data.table import entries
+from automodel.runtime import importance as runtime
+from automodel.runtime.importance import permutation, saliency, saliency_by_class
+
+__all__ = [
+    "FILE",
+    "clear",
+    "explain",
+    "feature_groups",
+    "permutation",
+    "saliency",
+    "saliency_by_class",
+    "summary_entry",
+]
+
+FILE = "importance.json"
+BY_CLASS = "saliency_by_class.npy"  # (classes, *input_shape); one map for a regression
+EXAMPLES = "saliency_examples.npy"  # (runtime.EXAMPLES, *input_shape)
+TOP = 10  # columns or positions summary.json lists
+POSITIONS = 20  # positions importance.json lists (every one is in the .npy maps)
 
 
 def feature_groups(columns, n_features: int) -> list[tuple[str, list[int]]]:
-    """(column name, the model's feature indices it encodes to), in the table's order.
+    """`runtime.importance.feature_groups` for DataSpec.columns (dicts, or None)."""
+    return runtime.feature_groups(None if columns is None else entries(columns), n_features)
 
-    `columns` as DataSpec.columns (encoded widths: numeric 1 or 2 with a missing indicator,
-    one-hot one per level, hashed one per bucket); None: each feature is its own column.
+
+def explain(
+    model: torch.nn.Module, dataset: Dataset, study_dir: Path, *, seed: int, batch_size: int
+) -> dict:
+    """Explain `model` on the test split; write importance.json (and, for images and
+    sequences, the saliency maps beside it). Returns the summary.json entry.
+
+    Tables (one-dimensional inputs) get permutation importance per raw column, in the
+    study's metric; images and sequences gradient x input saliency per position and class.
     """
-    if columns is None:
-        return [(f"x{i}", [i]) for i in range(n_features)]
-    groups, j = [], 0
-    for c in columns:
-        kind = c["kind"]
-        width = (
-            1 + bool(c["indicator"])
-            if kind == "numeric"
-            else len(c["levels"])
-            if kind == "onehot"
-            else int(c["buckets"])
-        )
-        groups.append((c["name"], list(range(j, j + width))))
-        j += width
-    if j != n_features:
-        raise ValueError(f"the columns encode {j} features, the model reads {n_features}")
-    return groups
+    start = time.perf_counter()
+    if len(dataset.spec.input_shape) == 1:
+        report = _permutation(model, dataset, seed, batch_size)
+    else:
+        report = _saliency(model, dataset, study_dir, seed)
+    report["seconds"] = round(time.perf_counter() - start, 3)
+    outputs.write_json(study_dir / FILE, report)
+    return summary_entry(report)
 
 
-def score(task: str, outputs: torch.Tensor, y: torch.Tensor, target_std: float) -> float:
-    """The study's metric for outputs (logits, or normalised values) against targets."""
-    if task == "classification":
-        return float((outputs.argmax(1) == y).double().mean())
-    diff = (outputs.squeeze(1).double() - y.double()) * target_std
-    return math.sqrt(float((diff * diff).mean()))
+def summary_entry(report: dict) -> dict:
+    """What summary.json says of an importance report: its method and metric, and the top
+    columns (or positions) with their means, most important first."""
+    ranked = report["columns"] if report["method"] == "permutation" else report["positions"]
+    return {
+        "method": report["method"],
+        "metric": report["metric"],
+        "top": [{"name": r["name"], "mean": r["mean"]} for r in ranked[:TOP]],
+    }
 
 
-def permutation(
-    predict,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    task: str,
-    groups: list[tuple[str, list[int]]],
-    repeats: int = 5,
-    seed: int = 0,
-    target_std: float = 1.0,
-) -> list[dict]:
-    """Per group: how much the metric worsens when its features are shuffled across rows.
-
-    `predict(x) -> outputs` runs the model. Returns `{"name", "mean", "std"}` per group, in
-    the groups' order; positive means the model needs the column (in the metric's units).
-    """
-    _, sign = _SELECTED[task]
-    predict = torch.no_grad()(predict)
-    base = score(task, predict(x), y, target_std)
-    gen = torch.Generator().manual_seed(seed)
-    out = []
-    for name, index in groups:
-        drops = []
-        for _ in range(repeats):
-            order = torch.randperm(len(x), generator=gen)
-            shuffled = x.clone()
-            shuffled[:, index] = x[order][:, index]
-            drops.append(sign * (base - score(task, predict(shuffled), y, target_std)))
-        mean = sum(drops) / len(drops)
-        spread = math.sqrt(sum((d - mean) ** 2 for d in drops) / max(len(drops) - 1, 1))
-        out.append({"name": name, "mean": mean, "std": spread})
-    return out
+def clear(study_dir: Path) -> None:
+    """Remove what an earlier explained run wrote, so no file contradicts summary.json."""
+    for name in (FILE, BY_CLASS, EXAMPLES):
+        (study_dir / name).unlink(missing_ok=True)
 
 
-def saliency(model, x: torch.Tensor, y: torch.Tensor, task: str, batch_size: int = 256):
-    """|gradient x input| of the predicted score per input position, per row.
+def _permutation(model, dataset: Dataset, seed: int, batch_size: int) -> dict:
+    spec = dataset.spec
+    groups = feature_groups(spec.columns, spec.input_shape[0])
 
-    Classification explains the logit of each row's label (`y`); regression the value.
-    Returns a tensor shaped like `x`.
-    """
-    was_training = model.training
-    model.eval()
-    maps = []
-    for i in range(0, len(x), batch_size):
-        xb = x[i : i + batch_size].detach().clone().requires_grad_(True)
-        out = model(xb)
-        picked = out.squeeze(1) if task == "regression" else out.gather(1, y[i : i + len(xb), None])
-        (grad,) = torch.autograd.grad(picked.sum(), xb)
-        maps.append((grad * xb).abs().detach())
-    model.train(was_training)
-    return torch.cat(maps)
+    def predict(x: torch.Tensor) -> torch.Tensor:
+        return train.predict_logits(model, x, batch_size)
 
-
-def saliency_by_class(maps: torch.Tensor, y: torch.Tensor, n_classes: int) -> torch.Tensor:
-    """The mean map of the rows of each class (regression: one map over every row)."""
-    if n_classes <= 1:
-        return maps.mean(0, keepdim=True)
-    return torch.stack(
-        [
-            maps[y == c].mean(0) if (y == c).any() else torch.zeros_like(maps[0])
-            for c in range(n_classes)
-        ]
+    return runtime.permutation_report(
+        predict,
+        dataset.x_test,
+        dataset.y_test,
+        spec.task,
+        groups,
+        seed=seed,
+        target_std=spec.target_std,
     )
+
+
+def _saliency(model, dataset: Dataset, study_dir: Path, seed: int) -> dict:
+    spec = dataset.spec
+    rows = runtime.subsample(len(dataset.x_test), runtime.SALIENCY_ROWS, seed)
+    x = _gather(dataset.x_test, rows, next(model.parameters()).device)
+    y = dataset.y_test[rows.to(dataset.y_test.device)]
+    maps, by_class = runtime.class_maps(model, x, y, spec.task, spec.n_classes)
+    _save_npy(study_dir / BY_CLASS, by_class)
+    _save_npy(study_dir / EXAMPLES, maps[: runtime.EXAMPLES])
+    shown = y[: runtime.EXAMPLES].cpu()
+    if spec.task == "regression":
+        labels = (shown.double() * spec.target_std + spec.target_mean).tolist()
+    else:
+        labels = [spec.classes[i] for i in shown.tolist()]
+    return {
+        "method": "saliency",
+        "metric": None,
+        "rows": len(rows),
+        "seed": seed,
+        "input_shape": list(spec.input_shape),
+        "classes": list(spec.classes) if spec.task == "classification" else None,
+        "positions": runtime.top_positions(maps, POSITIONS),
+        "by_class": BY_CLASS,
+        # Indices into the test split (as load_raw_splits orders it) and their labels.
+        "examples": {"file": EXAMPLES, "rows": rows[: runtime.EXAMPLES].tolist(), "labels": labels},
+    }
+
+
+def _gather(x, rows: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """The rows of a split held as a tensor, or read from a data.lazy.Rows one by one."""
+    if isinstance(x, torch.Tensor):
+        return x[rows.to(x.device)].to(device)
+    return torch.stack([x[i] for i in rows.tolist()]).to(device)
+
+
+def _save_npy(path: Path, array: torch.Tensor) -> None:
+    buffer = io.BytesIO()
+    np.save(buffer, array.numpy().astype(np.float32), allow_pickle=False)
+    outputs.write_atomic(path, buffer.getvalue())

@@ -181,6 +181,29 @@ def test_train_reproduces_the_validation_metric(searched, blocker, tmp_path):
     )
 
 
+def test_explain_gives_the_searchs_importance_for_the_same_rows_and_seed(
+    searched, blocker, tmp_path
+):
+    """Tables: the permutation importance of importance.json, to the last digit; images:
+    its per-class saliency maps (float32 gradients, which a memory layout may reorder)."""
+    s = searched.splits
+    files = searched.save(tmp_path, x=s["x_test"], y=s["y_test"])
+    study_dir = searched.run.study_dir
+    expected = json.loads((study_dir / "importance.json").read_text())
+    out = tmp_path / ("report.json" if expected["method"] == "permutation" else "maps.npy")
+    args = ("explain", "--input", files["x"], "--labels", files["y"], "--output", out)
+    res = _script(searched.export, blocker, *args)
+    assert res.returncode == 0, res.stderr
+    assert searched.summary["importance"]["top"][0]["name"] in res.stdout
+    if expected["method"] == "permutation":
+        del expected["seconds"]
+        assert json.loads(out.read_text()) == expected
+    else:
+        maps = np.load(study_dir / expected["by_class"])
+        assert maps.shape == (len(searched.data.spec.classes), *searched.data.spec.input_shape)
+        np.testing.assert_allclose(np.load(out), maps, rtol=1e-5, atol=1e-7)
+
+
 def test_help_and_predict_to_csv_without_automodel(searched, blocker, tmp_path):
     sanity = subprocess.run(
         [sys.executable, "-c", "import automodel"],
@@ -192,7 +215,7 @@ def test_help_and_predict_to_csv_without_automodel(searched, blocker, tmp_path):
     assert "automodel is not importable here" in sanity.stderr
     res = _script(searched.export, blocker, "--help")
     assert res.returncode == 0, res.stderr
-    assert all(verb in res.stdout for verb in ("predict", "evaluate", "train"))
+    assert all(verb in res.stdout for verb in ("predict", "evaluate", "train", "explain"))
     # A CSV of raw rows with a header, as a user would have it.
     rows = searched.splits["x_test"][:7]
     x_csv = tmp_path / "x.csv"

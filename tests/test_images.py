@@ -184,6 +184,14 @@ def test_search_on_an_image_folder_and_the_export_reads_image_files(
     assert res.stdout.splitlines()[0] == "input,label,bright,dark"
     source = (export_dir / "best_model.py").read_text()
     assert 'IMAGE_MODE = "RGB"' in source and 'AUGMENT = "crop_flip"' in source
+    # Explained at the search's end (read batch by batch too), and per image by the script.
+    assert json.loads((study_dir / "importance.json").read_text())["rows"] == len(splits["y_test"])
+    res = _script(export_dir, blocker, "explain", "--input", folder / "dark" / "3.png",
+                  "--row", "0", "--output", tmp_path / "map.npy")  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert np.load(tmp_path / "map.npy").shape == (3, 8, 8)
+    with Image.open(tmp_path / "map.png") as picture:
+        assert picture.size == (256, 256)
 
 
 def test_the_image_export_retrains_with_augmentation(tmp_path, blocker):  # noqa: F811

@@ -201,6 +201,8 @@ def test_the_parent_holds_settings_result_and_plots(tracked):
         "learning_curves.png",
         "confusion_matrix.png",
     } <= pictures
+    explained = client.list_artifacts(parent.info.run_id, "importance")
+    assert {Path(a.path).name for a in explained} == {"importance.json", "columns.png"}
     # One searched param with one complete trial: importances cannot be computed, and say so.
     if "param_importances.png" not in pictures:
         assert "param_importances" in parent.data.tags["automodel.plots_skipped"]

@@ -16,11 +16,22 @@ import inspect
 import sys
 from types import ModuleType
 
-from automodel.runtime import api, cli, evaluation, inputs, loop, placeholders, recipe
+from automodel.runtime import (
+    api,
+    cli,
+    evaluation,
+    explain,
+    importance,
+    inputs,
+    loop,
+    placeholders,
+    recipe,
+)
 
 # The user's entry points first, then what they run, then the command line: a reader meets
-# the script top-down. Module-level statements only read generated names or their own module.
-MODULES = (api, inputs, evaluation, recipe, loop, cli)
+# the script top-down. Module-level statements only read generated names or their own module,
+# and default values those of a module above (explain's read importance's REPEATS).
+MODULES = (api, inputs, evaluation, importance, explain, recipe, loop, cli)
 
 
 def _tree(module: ModuleType) -> tuple[str, ast.Module]:

@@ -1,4 +1,5 @@
-"""The exported script's command line: predict, evaluate and train on files, and reading them.
+"""The exported script's command line: predict, evaluate, train and explain on files, and
+reading them.
 
 Inputs are .npy rows, .csv rows (by column name for a table), or image files; labels come
 from --labels or from the input itself (a table's target column, a folder per class).
@@ -16,6 +17,8 @@ import numpy as np
 import torch
 
 from automodel.runtime.api import WEIGHTS, evaluate, load_model, predict, train
+from automodel.runtime.explain import explain, explain_row, show, show_row
+from automodel.runtime.importance import REPEATS
 from automodel.runtime.inputs import IMAGE_SUFFIXES, read_image
 from automodel.runtime.loop import NonFiniteLoss
 from automodel.runtime.placeholders import (
@@ -135,8 +138,15 @@ def _labelled(path, labels_path) -> tuple[object, object]:
     if labels_path is not None:
         labels = read_labels(labels_path)
     if labels is None:
-        where = f"a {TARGET!r} column" if TARGET is not None else "a folder per class"
-        raise ValueError(f"{path} holds no labels ({where}); give --labels")
+        # Where labels could have come from: a table's target column, class folders.
+        where = (
+            f" (no {TARGET!r} column)"
+            if TARGET is not None
+            else " (not a folder per class)"
+            if IMAGE_MODE is not None and Path(path).is_dir()
+            else ""
+        )
+        raise ValueError(f"{path} holds no labels{where}; give --labels")
     return rows, labels
 
 
@@ -182,6 +192,20 @@ def _train_command(args) -> None:
     print(f"wrote {out}", file=sys.stderr)
 
 
+def _explain_command(args) -> None:
+    if args.repeats < 1:
+        raise ValueError(f"--repeats must be >= 1, got {args.repeats}")
+    model = load_model(args.weights)
+    if args.row is not None:  # one prediction: no labels needed
+        names, rows, _ = read_input(args.input)
+        result = explain_row(rows, args.row, model)
+        show_row(result, names[args.row], args.output, sys.stdout)
+        return
+    rows, labels = _labelled(args.input, args.labels)
+    report = explain(rows, labels, model, repeats=args.repeats, seed=args.seed)
+    show(report, args.output, sys.stdout)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="A network found by an automodel search: predict with it, "
@@ -190,7 +214,9 @@ def _parser() -> argparse.ArgumentParser:
         "  python best_model.py predict --input X.npy --output predictions.csv\n"
         "  python best_model.py evaluate --input X.csv --labels y.csv\n"
         "  python best_model.py train --input X.npy --labels y.npy "
-        "--val-input Xv.npy --val-labels yv.npy",
+        "--val-input Xv.npy --val-labels yv.npy\n"
+        "  python best_model.py explain --input X.csv --labels y.csv\n"
+        "  python best_model.py explain --input X.csv --row 3",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands = parser.add_subparsers(dest="command", required=True)
@@ -224,6 +250,30 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=SEED, help="default: %(default)s")
     t.add_argument("--output", default="retrained.pt", help="default: %(default)s")
     t.set_defaults(run=_train_command)
+    x = commands.add_parser("explain", help="which inputs the predictions rely on")
+    x.add_argument("--input", required=True, help=rows)
+    x.add_argument("--labels", help=labels)
+    x.add_argument(
+        "--row",
+        type=int,
+        help="explain this row's prediction alone (from 0; no labels)",
+    )
+    x.add_argument(
+        "--repeats",
+        type=int,
+        default=REPEATS,
+        help="shuffles per column of a table (default: %(default)s)",
+    )
+    x.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seeds the shuffles and the rows read (importance.json's seed; "
+        "default: %(default)s)",
+    )
+    x.add_argument("--output", help="a table's report as JSON, or the saliency as .npy")
+    x.add_argument("--weights", default=str(WEIGHTS), help=weights)
+    x.set_defaults(run=_explain_command)
     return parser
 
 

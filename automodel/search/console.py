@@ -113,11 +113,25 @@ def print_summary(summary: dict) -> None:
         f"  val  {val}\n"
         f"  test {test}\n"
         f"  params: {params}\n"
-        f"  outputs: {Path(summary['weights']).parent}/ (summary.json, best_model.pt, best_params.json)"
+        + _importance(summary.get("importance"))
+        + f"  outputs: {Path(summary['weights']).parent}/ (summary.json, best_model.pt, best_params.json)"
         + (f"\n  export: {summary['export']}/best_model.py" if summary.get("export") else ""),
         file=sys.stdout,
         flush=True,
     )
+
+
+def _importance(entry: dict | None, shown: int = 5) -> str:
+    """One line: the inputs the best model relies on most (summary.json's `importance`)."""
+    if not entry:
+        return ""
+    what = (
+        f"how much {entry['metric']} worsens when shuffled"
+        if entry["method"] == "permutation"
+        else "mean |gradient x input|"
+    )
+    top = ", ".join(f"{t['name']} {t['mean']:.3g}" for t in entry["top"][:shown])
+    return f"  importance ({what}): {top}\n"
 
 
 def _fmt(v) -> str:

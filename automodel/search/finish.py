@@ -1,5 +1,6 @@
 """The end of a search: the best trial's model, built once; the test split, evaluated once;
-best_model.pt, best_params.json, the export and summary.json (written here and only here).
+best_model.pt, best_params.json, importance.json, the export and summary.json (written here
+and only here).
 
 The test split is touched only here, after the search has chosen: it never steers selection.
 """
@@ -12,7 +13,7 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
-from automodel import export, metrics, outputs, train
+from automodel import export, importance, metrics, outputs, train
 from automodel.checkpoint import Checkpoint
 from automodel.data import Dataset
 from automodel.search.console import warn
@@ -46,6 +47,7 @@ def finish(
     ckpt.save(study_dir / "best_model.pt")
     outputs.write_json(study_dir / "best_params.json", ckpt.params)
     summary = _summary(plan, study, ckpt, wall, command)
+    summary["importance"] = _explain(plan, model, dataset)
     if tracker is not None:
         # Final before the export, whose provenance names it: duplicates are merged by now.
         summary["mlflow_run_id"] = tracker.settle()
@@ -107,4 +109,21 @@ def _export(study_dir: Path, ckpt: Checkpoint, model: torch.nn.Module, summary: 
     except export.ExportError as err:
         warn(f"the best model was not exported: {err}")
         summary["export_error"] = str(err)
+        return None
+
+
+def _explain(plan: Plan, model: torch.nn.Module, dataset: Dataset) -> dict | None:
+    """importance.json for the model shipped (see importance.py); None with explain=false.
+    A model that cannot be explained is reported rather than failing the finished search."""
+    cfg = plan.cfg
+    if not cfg.explain:
+        importance.clear(cfg.study_dir)
+        return None
+    try:
+        return importance.explain(
+            model, dataset, cfg.study_dir, seed=cfg.seed, batch_size=cfg.trainer.eval_batch_size
+        )
+    except (RuntimeError, ValueError) as err:
+        warn(f"the best model was not explained: {err}")
+        importance.clear(cfg.study_dir)
         return None

@@ -18,6 +18,7 @@ The package, one job a module:
     registry.py   the best model, logged and registered: the export, served by served.py
     records.py    tag names, value text, batched writes within MLflow's limits
     plots/        pictures of a study: PNG (matplotlib) and interactive HTML (plotly)
+    importance_plots.py    what the best model relies on: bars (tables), heat maps (images)
 
 Only this package imports mlflow, and only once a Tracker opens the store:
 `tracking.enabled=false` never loads it. Trial writes go through the writer thread, which
@@ -40,7 +41,7 @@ import torch
 
 from automodel import errors
 from automodel.config import ConfigError, RunConfig
-from automodel.tracking import registry, runs
+from automodel.tracking import importance_plots, registry, runs
 from automodel.tracking.backend import Store, check_store, quiet_mlflow_env, storage_tag, store
 from automodel.tracking.parent import ParentRun
 from automodel.tracking.records import (
@@ -253,6 +254,7 @@ class Tracker:
         for name in ("summary.json", "best_params.json"):
             self._try(f"logging {name}", parent.log_files, plan.run.study_dir, (name,))
         self._try("logging plots", parent.log_plots, plan, study, test_outputs, summary)
+        self._try("logging the importance", importance_plots.log, parent, plan.run.study_dir)
         self._try("logging the best model", registry.log_model, parent, plan, summary)
         self._try("ending the study's run", parent.client.set_terminated, parent.id, "FINISHED")
         self._finished = True
