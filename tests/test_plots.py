@@ -24,7 +24,7 @@ from automodel import study as studylib
 from automodel.tracking.plots import (
     STUDY_PLOTS,
     curves,
-    in_target_units,
+    in_original_units,
     params,
     prediction_plots,
     predictions,
@@ -285,7 +285,7 @@ def test_regression_is_drawn_in_the_targets_units(tmp_path):
         with Image.open(path) as image:
             assert image.size[1] <= image.size[0] <= 2000
 
-    true, predicted = in_target_units(spec, outputs, y)
+    true, predicted = in_original_units(spec, outputs, y)
     assert true == pytest.approx(y.double().numpy() * 50 + 200)
     ax = predictions.predicted_vs_true(true, predicted, "price", "").axes[0]
     assert ax.get_xlabel() == "true price"

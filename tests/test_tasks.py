@@ -31,7 +31,7 @@ def test_classification_metrics_match_scikit_learn():
     assert got["f1_macro"] == pytest.approx(skm.f1_score(y.numpy(), predicted, average="macro"))
 
 
-def test_regression_metrics_match_scikit_learn_in_target_units():
+def test_regression_metrics_match_scikit_learn_in_original_units():
     gen = torch.Generator().manual_seed(0)
     y = torch.randn(300, generator=gen)
     out = (y + 0.3 * torch.randn(300, generator=gen)).unsqueeze(1)

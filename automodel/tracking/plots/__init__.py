@@ -78,7 +78,7 @@ def prediction_plots(
         if len(classes) > predictions.MOST_ANNOTATED:  # no counts in the PNG: hover for them
             files.draw("confusion_matrix", hover, html=True)
         return files.written, files.skipped
-    true, predicted = in_target_units(spec, outputs, y_true)
+    true, predicted = in_original_units(spec, outputs, y_true)
     target = spec.target or "target"
     for stem, draw in (
         ("predicted_vs_true", predictions.predicted_vs_true),
@@ -88,7 +88,7 @@ def prediction_plots(
     return files.written, files.skipped
 
 
-def in_target_units(spec, outputs: torch.Tensor, y_true: torch.Tensor):
+def in_original_units(spec, outputs: torch.Tensor, y_true: torch.Tensor):
     """(true, predicted) as numpy arrays in the target's units: the model learns
     (y - target_mean) / target_std, and that is what the data holds as y."""
     scale, shift = spec.target_std, spec.target_mean
