@@ -19,6 +19,8 @@ import yaml
 from automodel import config, data, models, outputs, spaces
 from automodel.config import ConfigError, RunConfig
 from automodel.data import Dataset, DataSpec
+from automodel.data import folds as data_folds
+from automodel.data.folds import Folds
 from automodel.study import load_or_create
 
 
@@ -28,6 +30,14 @@ class Plan:
     space: spaces.Space
     space_path: Path
     data: Dataset
+    # data.cv_folds >= 2 (or auto, on small data): a Dataset per fold; None: one validation
+    # split (`data`). `data` stays the study's description of the data either way.
+    folds: Folds | None = None
+
+    @property
+    def k(self) -> int:
+        """The number of folds a trial trains; 0 with one validation split."""
+        return 0 if self.folds is None else self.folds.k
 
     @property
     def run(self) -> RunConfig:
@@ -47,11 +57,21 @@ def prepare(cfg: RunConfig) -> Plan:
         # A family that cannot fit the data fails here (with the space's fixed values).
         fixed = {e.name: e.value for e in space.entries if e.type == "fixed" and not e.when}
         models.create(space.family, fixed, dataset.spec)
+        k = data_folds.resolve(cfg.data.cv_folds, dataset)
     except ValueError as err:
         raise ConfigError(str(err)) from None
-    _check_batch_size(space, space_path, len(dataset.x_train), cfg.data.name)
+    _check_batch_size(space, space_path, _fewest_train_rows(dataset, k), cfg.data.name)
     _check_task(space, space_path, dataset.spec)
-    return Plan(cfg, space, space_path, dataset)
+    folds = data_folds.load(cfg.data, cfg.seed, k) if k else None
+    return Plan(cfg, space, space_path, dataset, folds)
+
+
+def _fewest_train_rows(dataset: Dataset, k: int) -> int:
+    """The training rows of the smallest training split a trial sees (of a fold, with k)."""
+    if not k:
+        return len(dataset.x_train)
+    n = len(dataset.y_train) + len(dataset.y_val)
+    return n - -(-n // k)  # the largest fold holds ceil(n / k) rows out
 
 
 # Params that only one task reads: a space that searches them for the other task is refused.
@@ -88,7 +108,7 @@ def _check_batch_size(space: spaces.Space, path: Path, n_train: int, data_name: 
 def open_study(plan: Plan, seed_offset: int = 0, must_exist: bool = False) -> optuna.Study:
     """The plan's study (see study.load_or_create): created, or joined when `must_exist`."""
     return load_or_create(
-        plan.cfg, plan.space.source, plan.data.spec.direction, seed_offset, must_exist
+        plan.cfg, plan.space.source, plan.data.spec.direction, seed_offset, must_exist, plan.k
     )
 
 
