@@ -53,7 +53,7 @@ def test_every_family_has_fidelity_data():
 
 
 def _run_config(runs_dir: Path, *overrides: str) -> config.RunConfig:
-    fast = [o for o in FAST if not o.startswith("data")]
+    fast = [o for o in FAST if not o.startswith(("data=", "data.n_"))]
     cfg = config.compose([*fast, f"runs_dir={runs_dir}", "study.n_trials=2", *overrides])
     return config.to_run_config(cfg)
 

@@ -1,0 +1,240 @@
+"""Small data: one validation split against k-fold cross-validation, with and without a refit.
+
+For every small table of the offline suite (benchmarks/tables.py `SMALL`) and seed, each
+variant runs `python -m automodel search data=csv data.path=<t>.csv data.target=target
+seed=<s> study.timeout=<budget>` in a fresh process, with the same wall-clock budget (the
+trial count set out of reach, so the budget binds), one worker with one thread (the machine
+is shared), no MLflow:
+
+    holdout       data.cv_folds=0 study.refit=false   (one validation split, before this work)
+    kfold         data.cv_folds=5 study.refit=false   (selection by 5-fold cross-validation)
+    kfold+refit   data.cv_folds=5 study.refit=true    (and the best params refit on all rows)
+    holdout+refit data.cv_folds=0 study.refit=true    (with --variants)
+
+Reported per table and variant: the test metric of the shipped model (accuracy, or RMSE for
+diabetes), mean and standard deviation over the seeds, and the mean |validation - test| gap
+of the selected trial (its validation metric: the folds' mean with k-fold). `--digits` runs
+the default digits search (`python -m automodel search seed=<s>`: 100 trials, no budget)
+as it ships and with one validation split and no refit, and reports test accuracy per seed.
+
+    python benchmarks/small_data.py                    # 20 s, seeds 0,1,2: about 25 minutes
+    python benchmarks/small_data.py --quick            # 8 s, seed 0, iris and diabetes
+    python benchmarks/small_data.py --digits           # the default digits search, 3 seeds
+    python benchmarks/small_data.py --report runs/small_data.jsonl   # the table again
+
+Every finished run is appended to `--out` (JSON lines), so a run can be reported again.
+The default space searches batch size 128, more than iris's 96 training rows: iris runs with
+a copy of the space whose batch sizes are 16, 32 and 64.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import sidebyside as sbs
+import tables
+import yaml
+
+VARIANTS = {
+    "holdout": ["data.cv_folds=0", "study.refit=false"],
+    "kfold": ["data.cv_folds=5", "study.refit=false"],
+    "kfold+refit": ["data.cv_folds=5", "study.refit=true"],
+    "holdout+refit": ["data.cv_folds=0", "study.refit=true"],
+}
+DEFAULT_VARIANTS = ("holdout", "kfold", "kfold+refit")
+# The default digits search as it ships (no overrides), against one split without refit.
+DIGITS = {"holdout": VARIANTS["holdout"], "default": []}
+SETTINGS = ["workers=1", "trainer.threads=1", "tracking.enabled=false", "quiet=true"]
+
+
+def _env() -> dict:
+    return {**os.environ, "PYTHONPATH": str(sbs.ROOT), "OMP_NUM_THREADS": "1"}
+
+
+def _space_for(table: str, workdir: Path) -> list[str]:
+    """iris: the default space with batch sizes its 96 training rows can take."""
+    if table != "iris":
+        return []
+    raw = yaml.safe_load((sbs.ROOT / "search_spaces" / "mlp.yaml").read_text())
+    raw["params"]["batch_size"]["choices"] = [16, 32, 64]
+    path = workdir / "mlp_small_batches.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return [f"search_space={path}"]
+
+
+def search(args: list[str], workdir: Path) -> dict:
+    """One search in a fresh process; its summary.json plus the wall seconds, or an error."""
+    cmd = [sys.executable, "-m", "automodel", "search", f"runs_dir={workdir}", *args]
+    start = time.monotonic()
+    proc = subprocess.run(cmd, cwd=sbs.ROOT, capture_output=True, text=True, env=_env())
+    seconds = time.monotonic() - start
+    if proc.returncode != 0:
+        lines = proc.stderr.strip().splitlines()
+        return {"error": lines[-1] if lines else f"exit {proc.returncode}", "seconds": seconds}
+    summary = json.loads(Path(proc.stdout.strip().splitlines()[-1]).read_text())
+    return {**summary, "seconds": seconds}
+
+
+def run_table(table: str, seed: int, variant: str, budget: float) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        args = [
+            *("data=csv", f"data.path={tables.path(table)}", "data.target=target"),
+            *(f"seed={seed}", f"study.timeout={budget}", "study.n_trials=100000"),
+            *SETTINGS,
+            *_space_for(table, workdir),
+            *VARIANTS[variant],
+        ]
+        summary = search(args, workdir)
+    return _record(summary, table=table, seed=seed, variant=variant, budget=budget)
+
+
+def run_digits(seed: int, variant: str) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        summary = search([f"seed={seed}", "quiet=true", *DIGITS[variant]], Path(tmp))
+    return _record(summary, table="digits (default search)", seed=seed, variant=variant)
+
+
+def _record(summary: dict, **what) -> dict:
+    if "error" in summary:
+        return {**what, **summary}
+    metric = "rmse" if "rmse" in summary["test"] else "accuracy"
+    c = summary["counts"]
+    return {
+        **what,
+        "metric": metric,
+        "val": summary["val"][metric],
+        "test": summary["test"][metric],
+        "folds": (summary.get("cv") or {}).get("folds", 0),
+        "refit": summary.get("refit", False),
+        "trials": f"{c['complete']}+{c['pruned']}",
+        "seconds": round(summary["seconds"], 1),
+    }
+
+
+def report(records: list[dict], variants: list[str]) -> str:
+    """The markdown table per dataset and variant, and the comparison with holdout."""
+    ok = [r for r in records if "error" not in r]
+    names = list(dict.fromkeys(r["table"] for r in ok))
+    header = ["data", "metric", *(f"{v} test" for v in variants), *(f"{v} gap" for v in variants)]
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    summary = {v: {"worse": [], "delta": [], "gap": []} for v in variants}
+    for name in names:
+        by = {v: [r for r in ok if r["table"] == name and r["variant"] == v] for v in variants}
+        metric = next(r["metric"] for r in ok if r["table"] == name)
+        cells = [f"{_mean(by[v], 'test')} ± {_sd(by[v])}" for v in variants]
+        gaps = [_gap(by[v]) for v in variants]
+        lines.append(f"| {name} | {metric} | " + " | ".join(cells + gaps) + " |")
+        _compare(summary, by, metric)
+    lines.append("")
+    for v in variants:
+        s = summary[v]
+        if not s["delta"]:
+            continue
+        lines.append(
+            f"- {v}: mean change in error against holdout {statistics.fmean(s['delta']):+.1%} "
+            f"(per dataset: 1 - accuracy, or RMSE; negative is better); worse than holdout by "
+            f"more than the seeds' spread on: {', '.join(s['worse']) or 'none'}; mean gap "
+            f"{statistics.fmean(s['gap']):.4f}"
+        )
+    failed = [r for r in records if "error" in r]
+    for r in failed:
+        lines.append(f"- failed: {r['table']} seed {r['seed']} {r['variant']}: {r['error']}")
+    return "\n".join(lines)
+
+
+def _compare(summary: dict, by: dict, metric: str) -> None:
+    base = by.get("holdout") or []
+    for v, rows in by.items():
+        if not rows:
+            continue
+        summary[v]["gap"].append(statistics.fmean(abs(r["val"] - r["test"]) for r in rows))
+        if not base:
+            continue
+        error = (lambda x: x) if metric == "rmse" else (lambda x: 1 - x)
+        ours = statistics.fmean(error(r["test"]) for r in rows)
+        theirs = statistics.fmean(error(r["test"]) for r in base)
+        summary[v]["delta"].append(ours / theirs - 1 if theirs else 0.0)
+        spread = max(_sd_value(rows), _sd_value(base))
+        if ours - theirs > spread:
+            summary[v]["worse"].append(rows[0]["table"])
+
+
+def _mean(rows: list[dict], key: str) -> str:
+    return f"{statistics.fmean(r[key] for r in rows):.4f}" if rows else "-"
+
+
+def _sd_value(rows: list[dict]) -> float:
+    return statistics.stdev(r["test"] for r in rows) if len(rows) > 1 else 0.0
+
+
+def _sd(rows: list[dict]) -> str:
+    return f"{_sd_value(rows):.4f}" if rows else "-"
+
+
+def _gap(rows: list[dict]) -> str:
+    return f"{statistics.fmean(abs(r['val'] - r['test']) for r in rows):.4f}" if rows else "-"
+
+
+def digits_report(records: list[dict]) -> str:
+    rows = [
+        [r["variant"], r["seed"], r.get("test", r.get("error")), r.get("val", "-"),
+         r.get("trials", "-"), r["seconds"]]
+        for r in records
+    ]  # fmt: skip
+    return sbs.table(["variant", "seed", "test acc", "val acc", "trials", "wall s"], rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--budget", type=float, default=20.0, help="seconds per search")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--tables", default=",".join(tables.SMALL))
+    parser.add_argument("--variants", default=",".join(DEFAULT_VARIANTS))
+    parser.add_argument("--quick", action="store_true", help="8 s, seed 0, iris and diabetes")
+    parser.add_argument("--digits", action="store_true", help="the default digits search")
+    parser.add_argument("--out", default=str(sbs.ROOT / "runs" / "small_data.jsonl"))
+    parser.add_argument("--report", help="print the table of a JSON-lines file and exit")
+    args = parser.parse_args()
+    variants = args.variants.split(",")
+    if args.report:
+        records = [json.loads(line) for line in Path(args.report).read_text().splitlines()]
+        print(report([r for r in records if r["variant"] in variants], variants))
+        return
+    if args.quick:
+        args.budget, args.seeds, args.tables = 8.0, "0", "iris,diabetes"
+    seeds = [int(s) for s in args.seeds.split(",")]
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    print(sbs.load(), flush=True)
+    records = []
+    jobs = (
+        [(lambda s=s, v=v: run_digits(s, v)) for s in seeds for v in DIGITS]
+        if args.digits
+        else [
+            (lambda t=t, s=s, v=v: run_table(t, s, v, args.budget))
+            for t in args.tables.split(",")
+            for s in seeds
+            for v in (variants if s % 2 == 0 else variants[::-1])  # drift hits each alike
+        ]
+    )
+    for job in jobs:
+        record = job()
+        records.append(record)
+        with out.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+        print(json.dumps(record), flush=True)
+    print(sbs.load())
+    print(digits_report(records) if args.digits else report(records, variants))
+
+
+if __name__ == "__main__":
+    main()
