@@ -1,7 +1,7 @@
 """Cross-validation over the non-test rows: how many folds, which rows, a Dataset per fold.
 
     resolve(setting, dataset)   data.cv_folds -> k (0: one validation split, as before)
-    indices(y, k, task, seed)   scikit-learn's seeded StratifiedKFold (KFold for regression)
+    indices(y, k, task, seed)   scikit-learn's seeded StratifiedKFold's rows (KFold's for regression)
     load(cfg, seed, k)          -> Folds: a Dataset per fold, its validation rows' positions
     refit(cfg, seed)            -> a Dataset that trains on every non-test row
 
@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from automodel.data import Dataset, _raw, build, rest_and_test
+from automodel.data.split import k_fold
 
 # `auto`: k-fold when the non-test rows are at most this many, one validation split beyond
 # (docs/performance.md, "Small data", measures where k-fold pays for its k-fold cost).
@@ -79,12 +80,9 @@ def resolve(setting, dataset: Dataset) -> int:
 
 def indices(y: np.ndarray, k: int, task: str, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """(training rows, validation rows) of each of `k` folds of the rows whose targets are
-    `y`: stratified for classification, seeded."""
-    from sklearn.model_selection import KFold, StratifiedKFold  # 1-2 s: only with folds
-
-    kind = StratifiedKFold if task == "classification" else KFold
-    splitter = kind(n_splits=k, shuffle=True, random_state=seed)
-    return list(splitter.split(np.zeros((len(y), 1)), y))
+    `y`: scikit-learn's seeded StratifiedKFold for classification, KFold for regression,
+    row for row (data.split, which spares every search the import of scikit-learn)."""
+    return k_fold(y, k, stratify=task == "classification", random_state=seed)
 
 
 def load(cfg, seed: int, k: int) -> Folds:
