@@ -1,15 +1,17 @@
 """Small data: one validation split against k-fold cross-validation, with and without a refit.
 
-For every small table of the offline suite (benchmarks/tables.py `SMALL`) and seed, each
-variant runs `python -m automodel search data=csv data.path=<t>.csv data.target=target
+For every small table of the offline suite (benchmarks/tables.py `SMALL`) and seed, two
+searches run `python -m automodel search data=csv data.path=<t>.csv data.target=target
 seed=<s> study.timeout=<budget>` in a fresh process, with the same wall-clock budget (the
 trial count set out of reach, so the budget binds), one worker with one thread (the machine
-is shared), no MLflow:
+is shared), no MLflow, no refit:
 
-    holdout       data.cv_folds=0 study.refit=false   (one validation split, before this work)
-    kfold         data.cv_folds=5 study.refit=false   (selection by 5-fold cross-validation)
-    kfold+refit   data.cv_folds=5 study.refit=true    (and the best params refit on all rows)
-    holdout+refit data.cv_folds=0 study.refit=true    (with --variants)
+    holdout       data.cv_folds=0   (one validation split, as before k-fold existed)
+    kfold         data.cv_folds=5   (selection by 5-fold cross-validation)
+
+and each finished study is then finished again with study.refit=true (the same command with
+study.n_trials = its finished trials: no new trial, the same best trial, now refit on every
+non-test row), which gives `holdout+refit` and `kfold+refit` from the very same selection.
 
 Reported per table and variant: the test metric of the shipped model (accuracy, or RMSE for
 diabetes), mean and standard deviation over the seeds, and the mean |validation - test| gap
@@ -17,8 +19,8 @@ of the selected trial (its validation metric: the folds' mean with k-fold). `--d
 the default digits search (`python -m automodel search seed=<s>`: 100 trials, no budget)
 as it ships and with one validation split and no refit, and reports test accuracy per seed.
 
-    python benchmarks/small_data.py                    # 20 s, seeds 0,1,2: about 25 minutes
-    python benchmarks/small_data.py --quick            # 8 s, seed 0, iris and diabetes
+    python benchmarks/small_data.py                    # 30 s, seeds 0,1,2: about 25 minutes
+    python benchmarks/small_data.py --quick            # 15 s, seed 0, iris and diabetes
     python benchmarks/small_data.py --digits           # the default digits search, 3 seeds
     python benchmarks/small_data.py --report runs/small_data.jsonl   # the table again
 
@@ -41,17 +43,13 @@ from pathlib import Path
 
 import sidebyside as sbs
 import tables
+import torch
 import yaml
 
-VARIANTS = {
-    "holdout": ["data.cv_folds=0", "study.refit=false"],
-    "kfold": ["data.cv_folds=5", "study.refit=false"],
-    "kfold+refit": ["data.cv_folds=5", "study.refit=true"],
-    "holdout+refit": ["data.cv_folds=0", "study.refit=true"],
-}
-DEFAULT_VARIANTS = ("holdout", "kfold", "kfold+refit")
+MODES = {"holdout": ["data.cv_folds=0"], "kfold": ["data.cv_folds=5"]}
+VARIANTS = ("holdout", "kfold", "holdout+refit", "kfold+refit")
 # The default digits search as it ships (no overrides), against one split without refit.
-DIGITS = {"holdout": VARIANTS["holdout"], "default": []}
+DIGITS = {"holdout": ["data.cv_folds=0", "study.refit=false"], "default": []}
 SETTINGS = ["workers=1", "trainer.threads=1", "tracking.enabled=false", "quiet=true"]
 
 
@@ -83,24 +81,31 @@ def search(args: list[str], workdir: Path) -> dict:
     return {**summary, "seconds": seconds}
 
 
-def run_table(table: str, seed: int, variant: str, budget: float) -> dict:
+def run_table(table: str, seed: int, mode: str, budget: float) -> list[dict]:
+    """The `mode` search of `table` with refit off, then its study finished again with refit
+    on: two records, `mode` and `mode+refit`."""
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         args = [
             *("data=csv", f"data.path={tables.path(table)}", "data.target=target"),
-            *(f"seed={seed}", f"study.timeout={budget}", "study.n_trials=100000"),
-            *SETTINGS,
+            *(f"seed={seed}", f"study.timeout={budget}", *SETTINGS),
             *_space_for(table, workdir),
-            *VARIANTS[variant],
+            *MODES[mode],
         ]
-        summary = search(args, workdir)
-    return _record(summary, table=table, seed=seed, variant=variant, budget=budget)
+        what = {"table": table, "seed": seed, "budget": budget}
+        first = search([*args, "study.n_trials=100000", "study.refit=false"], workdir)
+        out = [_record(first, **what, variant=mode)]
+        if "error" not in first:
+            done = first["counts"]["complete"] + first["counts"]["pruned"]
+            again = search([*args, f"study.n_trials={done}", "study.refit=true"], workdir)
+            out.append(_record(again, **what, variant=f"{mode}+refit"))
+    return out
 
 
-def run_digits(seed: int, variant: str) -> dict:
+def run_digits(seed: int, variant: str) -> list[dict]:
     with tempfile.TemporaryDirectory() as tmp:
         summary = search([f"seed={seed}", "quiet=true", *DIGITS[variant]], Path(tmp))
-    return _record(summary, table="digits (default search)", seed=seed, variant=variant)
+    return [_record(summary, table="digits (default search)", seed=seed, variant=variant)]
 
 
 def _record(summary: dict, **what) -> dict:
@@ -186,31 +191,119 @@ def _gap(rows: list[dict]) -> str:
 
 def digits_report(records: list[dict]) -> str:
     rows = [
-        [r["variant"], r["seed"], r.get("test", r.get("error")), r.get("val", "-"),
-         r.get("trials", "-"), r["seconds"]]
+        [
+            r["variant"],
+            r["seed"],
+            r.get("test", r.get("error")),
+            r.get("val", "-"),
+            r.get("trials", "-"),
+            r["seconds"],
+        ]
         for r in records
-    ]  # fmt: skip
+    ]
     return sbs.table(["variant", "seed", "test acc", "val acc", "trials", "wall s"], rows)
+
+
+def pruning(table: str, n_trials: int, seed: int = 0) -> list[list]:
+    """Lockstep folds + the median pruner against folds one after another + Optuna's
+    WilcoxonPruner (a fold per step), in this process: the same random params for both (a
+    seeded RandomSampler), no pruning as the reference. Rows: fold-epochs trained, trials
+    pruned, the best trial's mean validation metric and whether it is the reference's best."""
+    import optuna
+
+    from automodel import config, crossval, search, train
+    from automodel.search.folds import candidates
+
+    with tempfile.TemporaryDirectory() as tmp:
+        overrides = [
+            *("data=csv", f"data.path={tables.path(table)}", "data.target=target"),
+            *(f"runs_dir={tmp}", "data.cv_folds=5", *_space_for(table, Path(tmp))),
+        ]
+        plan = search.prepare(config.to_run_config(config.compose(overrides)))
+    device, metric = torch.device("cpu"), plan.data.spec.metric
+    torch.set_num_threads(1)  # as a search's worker on a shared machine
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+
+    def lockstep(trial):
+        fold_models, recipe = candidates(plan, trial.number, plan.space.sample(trial), device)
+
+        def report(epoch):
+            trial.set_user_attr("fold_epochs", plan.k * epoch.epoch)
+            trial.report(epoch.value, epoch.epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+
+        return crossval.fit_folds(fold_models, plan.folds, recipe, on_epoch_end=report).metrics[
+            metric
+        ]
+
+    def one_by_one(trial):
+        fold_models, recipe = candidates(plan, trial.number, plan.space.sample(trial), device)
+        values = []
+        for i, (model, fold) in enumerate(zip(fold_models, plan.folds.datasets, strict=True)):
+            values.append(train.fit(model, fold, recipe).best_value)
+            trial.set_user_attr("fold_epochs", recipe.epochs * (i + 1))
+            trial.report(values[-1], i)
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+        return statistics.fmean(values)
+
+    runs = {
+        "no pruning": (lockstep, optuna.pruners.NopPruner()),
+        "lockstep + median": (
+            lockstep,
+            optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2),
+        ),
+        "folds in turn + Wilcoxon": (one_by_one, optuna.pruners.WilcoxonPruner(p_threshold=0.1)),
+    }
+    rows, reference = [], None
+    for name, (objective, pruner) in runs.items():
+        direction = plan.data.spec.direction
+        sampler = optuna.samplers.RandomSampler(seed=seed)
+        study = optuna.create_study(direction=direction, sampler=sampler, pruner=pruner)
+        start = time.process_time()
+        study.optimize(objective, n_trials=n_trials)
+        cost = sum(t.user_attrs.get("fold_epochs", 0) for t in study.trials)
+        pruned = sum(t.state == optuna.trial.TrialState.PRUNED for t in study.trials)
+        reference = study.best_trial.number if reference is None else reference
+        rows.append(
+            [
+                table,
+                name,
+                cost,
+                pruned,
+                study.best_value,
+                study.best_trial.number == reference,
+                time.process_time() - start,
+            ]
+        )
+    return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--budget", type=float, default=20.0, help="seconds per search")
+    parser.add_argument("--budget", type=float, default=30.0, help="seconds per search")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--tables", default=",".join(tables.SMALL))
-    parser.add_argument("--variants", default=",".join(DEFAULT_VARIANTS))
-    parser.add_argument("--quick", action="store_true", help="8 s, seed 0, iris and diabetes")
+    parser.add_argument("--quick", action="store_true", help="15 s, seed 0, iris and diabetes")
     parser.add_argument("--digits", action="store_true", help="the default digits search")
+    parser.add_argument("--pruning", type=int, metavar="TRIALS", help="compare the pruners")
     parser.add_argument("--out", default=str(sbs.ROOT / "runs" / "small_data.jsonl"))
     parser.add_argument("--report", help="print the table of a JSON-lines file and exit")
     args = parser.parse_args()
-    variants = args.variants.split(",")
     if args.report:
         records = [json.loads(line) for line in Path(args.report).read_text().splitlines()]
-        print(report([r for r in records if r["variant"] in variants], variants))
+        print(report(records, list(VARIANTS)))
         return
     if args.quick:
-        args.budget, args.seeds, args.tables = 8.0, "0", "iris,diabetes"
+        args.budget, args.seeds, args.tables = 15.0, "0", "iris,diabetes"
+    if args.pruning:
+        print(sbs.load(), flush=True)
+        rows = [r for t in args.tables.split(",") for r in pruning(t, args.pruning)]
+        head = ["data", "pruning", "fold-epochs", "pruned", "best val", "same best", "cpu s"]
+        print(sbs.table(head, rows))
+        print(sbs.load())
+        return
     seeds = [int(s) for s in args.seeds.split(",")]
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -220,20 +313,20 @@ def main() -> None:
         [(lambda s=s, v=v: run_digits(s, v)) for s in seeds for v in DIGITS]
         if args.digits
         else [
-            (lambda t=t, s=s, v=v: run_table(t, s, v, args.budget))
+            (lambda t=t, s=s, m=m: run_table(t, s, m, args.budget))
             for t in args.tables.split(",")
             for s in seeds
-            for v in (variants if s % 2 == 0 else variants[::-1])  # drift hits each alike
+            for m in (list(MODES) if s % 2 == 0 else list(MODES)[::-1])  # drift hits both alike
         ]
     )
     for job in jobs:
-        record = job()
-        records.append(record)
-        with out.open("a") as f:
-            f.write(json.dumps(record) + "\n")
-        print(json.dumps(record), flush=True)
+        for record in job():
+            records.append(record)
+            with out.open("a") as f:
+                f.write(json.dumps(record) + "\n")
+            print(json.dumps(record), flush=True)
     print(sbs.load())
-    print(digits_report(records) if args.digits else report(records, variants))
+    print(digits_report(records) if args.digits else report(records, list(VARIANTS)))
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
-from automodel import crossval, data, metrics, models, search, status, train
+from automodel import crossval, data, metrics, models, search, status, study_export, train
 from automodel import study as studylib
 from automodel.checkpoint import Checkpoint
 from automodel.config import ConfigError
@@ -113,6 +113,10 @@ def test_a_cross_validated_search_reports_the_folds_and_ships_the_first(make_run
     shown = capsys.readouterr().out
     assert "selection: 3-fold cross-validation (accuracy" in shown and "shipped: trial" in shown
     assert f"val={best.value:.4f}±" in shown
+    # Another trial exported: retrained (no kept weights), measured the way of its first fold.
+    other = next(n for n in range(3) if n != summary["best_trial"])
+    source = study_export.export_study(make_run(*CV, f"trial={other}")) / "best_model.py"
+    assert "selected by 3-fold cross-validation" in source.read_text()
 
 
 @pytest.mark.parametrize("folds", [0, 3])
@@ -148,6 +152,7 @@ def test_a_study_refuses_a_rerun_with_other_folds_but_not_the_same_folds_named_o
     assert journal.read_bytes() == before
 
 
+@pytest.mark.slow  # a tracked search: creating the MLflow store, registering the model
 def test_the_parent_run_shows_the_folds_and_the_refit(make_run):
     from mlflow import MlflowClient
 
