@@ -62,10 +62,24 @@ def mean_std(per_fold: list[dict[str, float]]) -> tuple[dict[str, float], dict[s
     return mean, std
 
 
+def rng_state(device: torch.device) -> tuple:
+    """torch's global generators' state (the CPU's, and `device`'s on a GPU), which dropout
+    draws from: taken after building a fold's model, where training it alone would start."""
+    cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+    return torch.get_rng_state(), cuda
+
+
+def _set_rng_state(state: tuple, device: torch.device) -> None:
+    torch.set_rng_state(state[0])
+    if state[1] is not None:
+        torch.cuda.set_rng_state(state[1], device)
+
+
 def fit_folds(
     models: list[nn.Module],
     folds: Folds,
     recipe: train.Recipe,
+    rng_states: list[tuple],
     *,
     eval_batch_size: int = 2048,
     on_epoch_end: Callable[[train.Epoch], None] | None = None,
@@ -75,19 +89,27 @@ def fit_folds(
 
     After each epoch `on_epoch_end` gets the folds' mean (losses, every metric, seconds
     summed); it may raise to stop them all (a pruned trial). Each fold keeps its own best
-    epoch, as `train.fit` would alone.
+    epoch, and draws its dropout masks from its own generator state (`rng_states[i]`, see
+    `rng_state`), so it trains to the same weights as `train.fit` would alone: the exported
+    script's `train` reproduces a fold's model.
     """
-    runs = [
+    device = folds.datasets[0].y_train.device
+    fittings = [
         train.Fitting(m, d, recipe, eval_batch_size=eval_batch_size, compile=compile)
         for m, d in zip(models, folds.datasets, strict=True)
     ]
-    history = []
-    for records in zip(*runs, strict=True):
+    runs, states, history = [iter(f) for f in fittings], list(rng_states), []
+    for _ in range(recipe.epochs):
+        records = []
+        for i, run in enumerate(runs):
+            _set_rng_state(states[i], device)
+            records.append(next(run))
+            states[i] = rng_state(device)
         mean = _mean_epoch(records, folds.datasets[0].spec.metric)
         history.append(mean)
         if on_epoch_end is not None:
             on_epoch_end(mean)
-    return FoldsResult([r.result() for r in runs], history)
+    return FoldsResult([f.result() for f in fittings], history)
 
 
 def _mean_epoch(records: tuple[train.Epoch, ...], metric: str) -> train.Epoch:

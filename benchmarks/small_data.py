@@ -225,7 +225,9 @@ def pruning(table: str, n_trials: int, seed: int = 0) -> list[list]:
     optuna.logging.set_verbosity(optuna.logging.ERROR)
 
     def lockstep(trial):
-        fold_models, recipe = candidates(plan, trial.number, plan.space.sample(trial), device)
+        fold_models, recipe, states = candidates(
+            plan, trial.number, plan.space.sample(trial), device
+        )
 
         def report(epoch):
             trial.set_user_attr("fold_epochs", plan.k * epoch.epoch)
@@ -233,14 +235,16 @@ def pruning(table: str, n_trials: int, seed: int = 0) -> list[list]:
             if trial.should_prune():
                 raise optuna.TrialPruned()
 
-        return crossval.fit_folds(fold_models, plan.folds, recipe, on_epoch_end=report).metrics[
-            metric
-        ]
+        result = crossval.fit_folds(fold_models, plan.folds, recipe, states, on_epoch_end=report)
+        return result.metrics[metric]
 
     def one_by_one(trial):
-        fold_models, recipe = candidates(plan, trial.number, plan.space.sample(trial), device)
+        fold_models, recipe, states = candidates(
+            plan, trial.number, plan.space.sample(trial), device
+        )
         values = []
         for i, (model, fold) in enumerate(zip(fold_models, plan.folds.datasets, strict=True)):
+            torch.set_rng_state(states[i][0])  # as it would start alone
             values.append(train.fit(model, fold, recipe).best_value)
             trial.set_user_attr("fold_epochs", recipe.epochs * (i + 1))
             trial.report(values[-1], i)

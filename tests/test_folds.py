@@ -45,22 +45,23 @@ def test_auto_folds_small_data_and_keeps_one_split_for_large(make_run, monkeypat
     assert data_folds.resolve("auto", dataset) == 0
 
 
-def _fold_models(folds, seed: int) -> list[torch.nn.Module]:
-    out = []
-    for fold in folds.datasets:
-        torch.manual_seed(seed)
-        out.append(models.create("mlp", {"depth": 1, "width_l0": 16}, fold.spec))
-    return out
+PARAMS = {"depth": 1, "width_l0": 16, "dropout": 0.3}  # dropout draws from torch's generator
 
 
 def test_lockstep_trains_each_fold_as_fit_alone_and_reports_their_mean(make_run):
     folds = data_folds.load(make_run().data, 0, 3)
     recipe = train.Recipe(epochs=3, batch_size=32, seed=5)
+    built, states = [], []
+    for fold in folds.datasets:
+        torch.manual_seed(5)
+        built.append(models.create("mlp", PARAMS, fold.spec))
+        states.append(crossval.rng_state(torch.device("cpu")))
     seen: list[train.Epoch] = []
-    together = crossval.fit_folds(_fold_models(folds, 5), folds, recipe, on_epoch_end=seen.append)
-    alone = [
-        train.fit(m, d, recipe) for m, d in zip(_fold_models(folds, 5), folds.datasets, strict=True)
-    ]
+    together = crossval.fit_folds(built, folds, recipe, states, on_epoch_end=seen.append)
+    alone = []
+    for fold in folds.datasets:  # each fold on its own, from the same seed
+        torch.manual_seed(5)
+        alone.append(train.fit(models.create("mlp", PARAMS, fold.spec), fold, recipe))
     for a, b in zip(together.fits, alone, strict=True):
         assert (a.best_epoch, a.best_metrics) == (b.best_epoch, b.best_metrics)
         assert all(torch.equal(a.best_state[k], b.best_state[k]) for k in b.best_state)

@@ -31,20 +31,23 @@ FOLD_EPOCHS_ATTR = "fold_best_epochs"
 
 def candidates(plan: Plan, number: int, params: dict, device: torch.device):
     """Trial `number`'s untrained fold models (each built for its fold's data, from the same
-    seed) and the recipe they share."""
+    seed, as `trial.candidate` builds one), the recipe they share, and the generator state
+    each starts training from (see crossval.fit_folds)."""
     seed = plan.cfg.seed + number
-    fold_models = []
+    fold_models, states = [], []
     for fold in plan.folds.datasets:
         train.seed_everything(seed)
         fold_models.append(models.create(plan.space.family, params, fold.spec).to(device))
-    return fold_models, train.Recipe.from_params(params, plan.cfg.trainer.max_epochs, seed)
+        states.append(crossval.rng_state(device))
+    recipe = train.Recipe.from_params(params, plan.cfg.trainer.max_epochs, seed)
+    return fold_models, recipe, states
 
 
 def train_trial(objective, trial: optuna.Trial, params: dict) -> float:
     """Train the trial's folds in lockstep, reporting their mean each epoch; keep its weights
     when it ranks in the top k. Returns the trial's value (the folds' mean)."""
     plan, cfg = objective.plan, objective.plan.cfg
-    fold_models, recipe = candidates(plan, trial.number, params, objective.device)
+    fold_models, recipe, states = candidates(plan, trial.number, params, objective.device)
     n_parameters = models.n_parameters(fold_models[0])
     trial.set_user_attr("n_parameters", n_parameters)
     trial.set_user_attr("device", str(objective.device))
@@ -56,6 +59,7 @@ def train_trial(objective, trial: optuna.Trial, params: dict) -> float:
         fold_models,
         objective.folds,
         recipe,
+        states,
         eval_batch_size=cfg.trainer.eval_batch_size,
         on_epoch_end=objective.reporter(trial, recipe.epochs),
         compile=cfg.trainer.compile,
@@ -99,10 +103,10 @@ def retrain(plan: Plan, trial: optuna.trial.FrozenTrial, device: torch.device):
     """A complete cross-validated trial trained again from its seed: (checkpoint, the first
     fold's model)."""
     params = plan.space.complete(trial.params)
-    fold_models, recipe = candidates(plan, trial.number, params, device)
+    fold_models, recipe, states = candidates(plan, trial.number, params, device)
     folds = plan.folds.to(device)
     result = crossval.fit_folds(
-        fold_models, folds, recipe, eval_batch_size=plan.cfg.trainer.eval_batch_size
+        fold_models, folds, recipe, states, eval_batch_size=plan.cfg.trainer.eval_batch_size
     )
     return _checkpoint(plan, params, recipe, trial.number, fold_models, result, folds), fold_models[
         0
