@@ -74,6 +74,26 @@ def test_lockstep_trains_each_fold_as_fit_alone_and_reports_their_mean(make_run)
     assert together.refit_epochs == math.floor(statistics.fmean(together.best_epochs) + 0.5)
 
 
+def test_out_of_fold_regression_outputs_share_the_first_folds_normalisation(make_run):
+    run = make_run("data.task=regression")
+    folds = data_folds.load(run.data, 0, 3)
+    built, states = [], []
+    for fold in folds.datasets:
+        torch.manual_seed(0)
+        built.append(models.create("mlp", PARAMS, fold.spec))
+        states.append(crossval.rng_state(torch.device("cpu")))
+    result = crossval.fit_folds(built, folds, train.Recipe(epochs=2, batch_size=32), states)
+    out, y = crossval.out_of_fold(built, folds)
+    first = folds.datasets[0].spec
+    y_rest = data.load_raw_splits(run.data, 0)["y_rest"]
+    np.testing.assert_allclose(y.double() * first.target_std + first.target_mean, y_rest, rtol=1e-5)
+    # Pooled over every row, the RMSE is the folds' mean squared errors weighted by their rows.
+    pooled = metrics.compute("regression", out, y, first.target_std)["rmse"]
+    sizes = [len(v) for v in folds.val_rows]
+    squares = [n * f.best_metrics["rmse"] ** 2 for n, f in zip(sizes, result.fits, strict=True)]
+    assert pooled == pytest.approx(math.sqrt(sum(squares) / sum(sizes)), rel=1e-4)
+
+
 def test_a_pruner_stops_a_cross_validated_trial_after_its_first_epoch(make_run):
     run = make_run(*CV, "study.n_trials=2", "trainer.max_epochs=5")
     plan = search.prepare(run)
