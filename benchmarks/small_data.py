@@ -16,8 +16,8 @@ non-test row), which gives `holdout+refit` and `kfold+refit` from the very same 
 Reported per table and variant: the test metric of the shipped model (accuracy, or RMSE for
 diabetes), mean and standard deviation over the seeds, and the mean |validation - test| gap
 of the selected trial (its validation metric: the folds' mean with k-fold). `--digits` runs
-the default digits search (`python -m automodel search seed=<s>`: 100 trials, no budget)
-as it ships and with one validation split and no refit, and reports test accuracy per seed.
+the default digits search (`python -m automodel search seed=<s>`: 100 trials, no budget,
+two workers) in the same four variants, and reports test accuracy per seed.
 
     python benchmarks/small_data.py                    # 30 s, seeds 0,1,2: about 25 minutes
     python benchmarks/small_data.py --quick            # 15 s, seed 0, iris and diabetes
@@ -48,8 +48,6 @@ import yaml
 
 MODES = {"holdout": ["data.cv_folds=0"], "kfold": ["data.cv_folds=5"]}
 VARIANTS = ("holdout", "kfold", "holdout+refit", "kfold+refit")
-# The default digits search as it ships (no overrides), against one split without refit.
-DIGITS = {"holdout": ["data.cv_folds=0", "study.refit=false"], "default": []}
 SETTINGS = ["workers=1", "trainer.threads=1", "tracking.enabled=false", "quiet=true"]
 
 
@@ -102,10 +100,18 @@ def run_table(table: str, seed: int, mode: str, budget: float) -> list[dict]:
     return out
 
 
-def run_digits(seed: int, variant: str) -> list[dict]:
+def run_digits(seed: int, mode: str) -> list[dict]:
+    """The default digits search (100 trials, no budget, its defaults otherwise) with folds
+    `mode` and no refit, then finished again with refit: two records."""
     with tempfile.TemporaryDirectory() as tmp:
-        summary = search([f"seed={seed}", "quiet=true", *DIGITS[variant]], Path(tmp))
-    return [_record(summary, table="digits (default search)", seed=seed, variant=variant)]
+        args, what = [f"seed={seed}", "quiet=true", *MODES[mode]], {"table": "digits", "seed": seed}
+        first = search([*args, "study.refit=false"], Path(tmp))
+        out = [_record(first, **what, variant=mode)]
+        if "error" not in first:
+            done = first["counts"]["complete"] + first["counts"]["pruned"]
+            again = search([*args, f"study.n_trials={done}", "study.refit=true"], Path(tmp))
+            out.append(_record(again, **what, variant=f"{mode}+refit"))
+    return out
 
 
 def _record(summary: dict, **what) -> dict:
@@ -314,7 +320,7 @@ def main() -> None:
     print(sbs.load(), flush=True)
     records = []
     jobs = (
-        [(lambda s=s, v=v: run_digits(s, v)) for s in seeds for v in DIGITS]
+        [(lambda s=s, m=m: run_digits(s, m)) for s in seeds for m in MODES]
         if args.digits
         else [
             (lambda t=t, s=s, m=m: run_table(t, s, m, args.budget))
