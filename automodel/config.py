@@ -55,6 +55,10 @@ class DataConfig:
     source: str | None = None
     val_fraction: float = 0.2
     test_fraction: float = 0.2
+    # 0: one validation split (val_fraction); k >= 2: k-fold cross-validation over every
+    # non-test row; auto: k-fold on small data (data.folds.AUTO_MAX_ROWS), else 0. Checked
+    # against the data once it is loaded (data.folds.resolve): the largest k that fits.
+    cv_folds: Any = "auto"
     # classification or regression; null: inferred from the target (csv) or the dataset's own.
     task: str | None = None
     # synthetic only
@@ -95,6 +99,9 @@ class StudyConfig:
     keep_top_k: int = 1
     max_failure_fraction: float = 0.5
     failure_window: int = 20
+    # After the search, retrain the best params on every non-test row (the best epoch count)
+    # and ship that model, instead of the best trial's own.
+    refit: bool = True
 
 
 @dataclass

@@ -87,17 +87,38 @@ def _show_study(cfg: RunConfig, top: int) -> int:
         f"study {cfg.study.name}: {c['complete']} complete, {c['pruned']} pruned, "
         f"{c['failed']} failed, {c['running']} running"
     )
+    print(_selection(_summary(cfg.study_dir)))
     top_trials = ranked(study)[:top]
     if not top_trials:
         print("no completed trial yet")
     for rank, t in enumerate(top_trials, 1):
         params = " ".join(f"{k}={_num(v)}" for k, v in t.params.items())
-        print(f"{rank:>3}. trial {t.number:<4} val={t.value:.4f}  epochs={t.last_step}  {params}")
+        spread = t.user_attrs.get("cv_std")
+        val = f"{t.value:.4f}" + ("" if spread is None else f"±{spread:.4f}")
+        print(f"{rank:>3}. trial {t.number:<4} val={val}  epochs={t.last_step}  {params}")
     failed = study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
     if failed:
         cause, n = most_common_failure(failed)
         print(f"most common failure ({n}x): {cause}")
     return 0
+
+
+def _selection(summary: dict) -> str:
+    """How the last finished search chose and trained its model (from summary.json)."""
+    if not summary:
+        return "selection: not finished yet (no summary.json)"
+    cv = summary.get("cv")
+    how = "one validation split" if not cv else f"{cv['folds']}-fold cross-validation"
+    if cv:
+        how += " (" + ", ".join(f"{k} {v:.4f}±{cv['std'][k]:.4f}" for k, v in cv["mean"].items())
+        how += ")"
+    shipped = (
+        "the best params refit on every non-test row"
+        if summary.get("refit")
+        else (f"trial {summary.get('best_trial')}'s own model")
+    )
+    test = ", ".join(f"{k} {_num(v)}" for k, v in summary.get("test", {}).items())
+    return f"selection: {how}; shipped: {shipped} (test {test})"
 
 
 def _num(v) -> str:

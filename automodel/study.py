@@ -51,10 +51,16 @@ def quiet_optuna() -> None:
 
 
 def load_or_create(
-    cfg: RunConfig, space: str, direction: str, seed_offset: int = 0, must_exist: bool = False
+    cfg: RunConfig,
+    space: str,
+    direction: str,
+    seed_offset: int = 0,
+    must_exist: bool = False,
+    cv_folds: int = 0,
 ) -> optuna.Study:
     """Create the study of `cfg` or attach to it; refuse one created with another space (its
-    YAML source) or data. Raises ConfigError.
+    YAML source), data or number of cross-validation folds (`cv_folds`, resolved: 0 for one
+    validation split). Raises ConfigError.
 
     Each worker passes its own `seed_offset`, so concurrent samplers do not propose alike.
     `must_exist`: a worker joining; a missing study is an error, and nothing is created.
@@ -71,13 +77,15 @@ def load_or_create(
     if must_exist and cfg.study.storage is None and not (cfg.study_dir / "study.journal").exists():
         raise missing  # before opening the journal, which would create it
     storage = open_study_storage(cfg)
-    identity = {"space": space, "data": config.as_dict(cfg)["data"]}
+    identity = _identity(cfg, space, cv_folds)
     try:
         existing = optuna.load_study(study_name=cfg.study.name, storage=storage).user_attrs
     except KeyError:  # a new study
         if must_exist:
             raise missing from None
         existing = {}
+    if existing and "cv_folds" not in existing:  # created before folds: one validation split
+        existing = {**existing, "cv_folds": 0}
     for key, value in identity.items():
         if existing.get(key) not in (None, value):
             raise ConfigError(
@@ -97,6 +105,16 @@ def load_or_create(
         if key not in study.user_attrs:
             study.set_user_attr(key, value)
     return study
+
+
+def _identity(cfg: RunConfig, space: str, cv_folds: int) -> dict:
+    """What a study's trials are comparable under: the space, the data, the folds.
+
+    The folds count as resolved (`auto` is 5 or 0 by the data's size), so changing the
+    setting but not the procedure (auto -> 5) keeps the study.
+    """
+    data = {k: v for k, v in config.as_dict(cfg)["data"].items() if k != "cv_folds"}
+    return {"space": space, "data": data, "cv_folds": cv_folds}
 
 
 def _difference(old, new, prefix: str = "") -> str:

@@ -19,6 +19,7 @@ from optuna.trial import TrialState
 from automodel import config, export, outputs, search
 from automodel.checkpoint import Checkpoint, CheckpointError
 from automodel.config import ConfigError, RunConfig
+from automodel.search.folds import dataset_of
 
 
 def export_study(cfg: RunConfig, command: str = "") -> Path:
@@ -94,7 +95,9 @@ def _trial_checkpoint(cfg: RunConfig, number: int) -> tuple[Checkpoint, torch.nn
     if saved.trainer.threads:  # as the trial ran: a thread count can change the last bits
         torch.set_num_threads(saved.trainer.threads)
     ckpt, model = search.trained(plan, trial, device)
-    ckpt.test = search.test_metrics(model, plan.data, saved.trainer.eval_batch_size)
+    # With folds the trial's model is its first fold's, normalised that fold's way.
+    dataset = dataset_of(plan, ckpt)
+    ckpt.test = search.test_metrics(model, dataset, saved.trainer.eval_batch_size)
     return ckpt, model
 
 

@@ -14,6 +14,7 @@ and gathered in the order of a seeded permutation, with no per-step host sync.
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -43,14 +44,14 @@ RECIPE_PARAMS = {
     "optimizer": Param("choice", "adam", choices=tuple(OPTIMIZERS)),
     "lr": Param("float", 1e-3, low=1e-7, high=10.0),
     "weight_decay": Param("float", 0.0, low=0.0, high=1.0),
-    # Times the sum of |w| over the weights (runtime.loop.l1_weights), added to the loss.
-    "l1": Param("float", 0.0, low=0.0, high=1.0),
     "momentum": Param("float", 0.9, low=0.0, high=0.999),
     "batch_size": Param("int", 64, low=1, high=1 << 20),
     "schedule": Param("choice", "constant", choices=tuple(SCHEDULES)),
     "label_smoothing": Param("float", 0.0, low=0.0, high=0.5),
     "loss": Param("choice", "mse", choices=tuple(LOSSES)),  # regression only
     "augment": Param("choice", "none", choices=tuple(AUGMENTS)),  # images only
+    # Times the sum of |w| over the weights (runtime.loop.l1_weights), added to the loss.
+    "l1": Param("float", 0.0, low=0.0, high=1.0),
 }
 
 
@@ -61,20 +62,23 @@ class Recipe:
     optimizer: str = "adam"
     lr: float = 1e-3
     weight_decay: float = 0.0
-    l1: float = 0.0
     momentum: float = 0.9
     batch_size: int = 64
     schedule: str = "constant"
     label_smoothing: float = 0.0
     loss: str = "mse"
     augment: str = "none"
+    l1: float = 0.0
     epochs: int = 30
     seed: int = 0
+    # Which weights training keeps: "best" (the best validation epoch's) or "last" (a refit's,
+    # trained on every non-test row for a fixed number of epochs, with nothing to validate on).
+    keep: str = "best"
 
     @classmethod
-    def from_params(cls, params: dict, epochs: int, seed: int) -> Recipe:
+    def from_params(cls, params: dict, epochs: int, seed: int, keep: str = "best") -> Recipe:
         values = {k: params.get(k, rule.default) for k, rule in RECIPE_PARAMS.items()}
-        return cls(**values, epochs=epochs, seed=seed)
+        return cls(**values, epochs=epochs, seed=seed, keep=keep)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -218,51 +222,83 @@ def fit(
     """Train `model` on `data` (a Dataset already on the model's device) for recipe.epochs.
 
     Keeps the weights of the epoch with the best validation metric (`data.spec.metric`: the
-    highest accuracy, or the lowest rmse). Raises NonFiniteLoss when the loss diverges, and
-    whatever `on_epoch_end` raises. `compile` trains through `torch.compile(model)`: it
-    compiles for seconds before the first step, so it only pays back on long trials
+    highest accuracy, or the lowest rmse), or with `recipe.keep == "last"` those of the last
+    epoch, without validating. Raises NonFiniteLoss when the loss diverges, and whatever
+    `on_epoch_end` raises. `compile` trains through `torch.compile(model)`: it compiles for
+    seconds before the first step, so it only pays back on long trials
     (benchmarks/trainer_throughput.py --compile measures it).
     """
-    device = data.y_train.device
-    layout = loop.memory_format(model)
-    model.to(memory_format=layout)
-    x_train, x_val = loop.in_layout(data.x_train, layout), loop.in_layout(data.x_val, layout)
-    if device.type == "cuda" and layout == torch.channels_last:
-        torch.backends.cudnn.benchmark = True  # fixed shapes: pick the fastest kernels once
-    optimizer = make_optimizer(model, recipe, device)
-    spec = data.spec
-    epochs = loop.train_epochs(
-        model,
-        x_train,
-        data.y_train,
-        optimizer,
-        new_loss(spec.task, recipe.loss, recipe.label_smoothing),
-        epochs=recipe.epochs,
-        batch_size=recipe.batch_size,
-        seed=recipe.seed,
-        augmentation=recipe.augment,
-        schedule=new_schedule(optimizer, recipe.schedule, recipe.epochs),
-        step=FusedStep(optimizer),
-        forward=torch.compile(model) if compile else None,
-        autocast=_autocast(device),
-        batches=_batches,
-        l1=recipe.l1,
-    )
-    result = FitResult(best_epoch=0, best_value=metrics.worst(spec.direction), best_state={})
-    start = time.perf_counter()
-    for epoch, train_loss, lr in epochs:
-        val = evaluate(model, x_val, data.y_val, spec, eval_batch_size)
-        val_loss, value = val.pop("loss"), val[spec.metric]
-        record = Epoch(epoch, train_loss, val_loss, val, value, lr, time.perf_counter() - start)
-        result.history.append(record)
-        if metrics.better(spec.direction, value, result.best_value):
-            result.best_epoch, result.best_value, result.best_metrics = epoch, value, val
-            result.best_state = loop.snapshot(model)
+    run = Fitting(model, data, recipe, eval_batch_size=eval_batch_size, compile=compile)
+    for record in run:
         if on_epoch_end is not None:
             on_epoch_end(record)
+    return run.result()
+
+
+class Fitting:
+    """One model's training, an epoch per step of iteration: each step trains an epoch,
+    validates and yields its `Epoch`; `result()` then restores the kept weights.
+
+    Several of them advance in lockstep to train the folds of a cross-validated trial
+    (automodel.crossval); `fit` runs one to the end.
+    """
+
+    def __init__(
+        self, model: nn.Module, data, recipe: Recipe, *, eval_batch_size=2048, compile: bool = False
+    ):
+        device = data.y_train.device
+        layout = loop.memory_format(model)
+        model.to(memory_format=layout)
+        if device.type == "cuda" and layout == torch.channels_last:
+            torch.backends.cudnn.benchmark = True  # fixed shapes: pick the fastest kernels once
+        self.model, self.data, self.recipe = model, data, recipe
+        self.eval_batch_size = eval_batch_size
+        self.x_val = loop.in_layout(data.x_val, layout)
+        optimizer = make_optimizer(model, recipe, device)
+        self.epochs = loop.train_epochs(
+            model,
+            loop.in_layout(data.x_train, layout),
+            data.y_train,
+            optimizer,
+            new_loss(data.spec.task, recipe.loss, recipe.label_smoothing),
+            epochs=recipe.epochs,
+            batch_size=recipe.batch_size,
+            seed=recipe.seed,
+            augmentation=recipe.augment,
+            schedule=new_schedule(optimizer, recipe.schedule, recipe.epochs),
+            step=FusedStep(optimizer),
+            forward=torch.compile(model) if compile else None,
+            autocast=_autocast(device),
+            batches=_batches,
+            l1=recipe.l1,
+        )
+        worst = metrics.worst(data.spec.direction)
+        self.fit = FitResult(best_epoch=0, best_value=worst, best_state={})
+
+    def __iter__(self):
+        spec, result = self.data.spec, self.fit
         start = time.perf_counter()
-    loop.restore(model, result.best_state)
-    return result
+        for epoch, train_loss, lr in self.epochs:
+            if self.recipe.keep == "last":  # a refit: no validation rows to choose an epoch
+                val_loss, val, value = math.nan, {}, math.nan
+            else:
+                val = evaluate(self.model, self.x_val, self.data.y_val, spec, self.eval_batch_size)
+                val_loss, value = val.pop("loss"), val[spec.metric]
+            record = Epoch(epoch, train_loss, val_loss, val, value, lr, time.perf_counter() - start)
+            result.history.append(record)
+            if metrics.better(spec.direction, value, result.best_value):
+                result.best_epoch, result.best_value, result.best_metrics = epoch, value, val
+                result.best_state = loop.snapshot(self.model)
+            yield record
+            start = time.perf_counter()
+
+    def result(self) -> FitResult:
+        """The FitResult, with the model restored to the kept weights."""
+        if self.recipe.keep == "last" and self.fit.history:
+            self.fit.best_epoch = len(self.fit.history)
+            self.fit.best_state = loop.snapshot(self.model)
+        loop.restore(self.model, self.fit.best_state)
+        return self.fit
 
 
 def evaluate(

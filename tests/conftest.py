@@ -33,6 +33,10 @@ FAST = [
     "workers=1",
     "tracking.enabled=false",
     "quiet=true",
+    # One validation split and the best trial's own model, whatever the defaults: the tests
+    # of cross-validation and refit (tests/test_folds.py) ask for them.
+    "data.cv_folds=0",
+    "study.refit=false",
 ]
 
 
@@ -48,6 +52,8 @@ def digits_args(runs: Path, workers: int, n_trials: int = 12, max_epochs: int = 
         f"workers={workers}",
         "quiet=true",
         f"runs_dir={runs}",
+        "data.cv_folds=0",
+        "study.refit=false",
     ]
 
 

@@ -54,6 +54,24 @@ CASES = [
     ),
     ("test fraction type", ["data.test_fraction=lots"], {}, "bad value for data.test_fraction"),
     ("study name", ["study.name=../escape"], {}, "study.name '../escape' is not a valid name"),
+    # cross-validation folds: the largest that fits is named (a class of synthetic's 240
+    # non-test rows has 79 of them)
+    (
+        "cv folds one",
+        ["data.cv_folds=1"],
+        {},
+        "data.cv_folds=1 does not fit data synthetic; use 0 (one validation split), auto, or a "
+        "number of folds from 2 to 79 (its class '1' has 79 non-test rows)",
+    ),
+    ("cv folds negative", ["data.cv_folds=-3"], {}, "data.cv_folds=-3 does not fit data"),
+    ("cv folds too many", ["data.cv_folds=80"], {}, "data.cv_folds=80 does not fit data synthetic"),
+    (
+        "cv folds not a number",
+        ["data.cv_folds=many"],
+        {},
+        "data.cv_folds='many' is not a number of folds; use 0 (one validation split), auto, or a "
+        "number of folds from 2 to 79",
+    ),
     ("devices", ["devices=[gpu]"], {}, "devices must be auto, cpu or a list of GPU ids"),
     ("missing gpu", ["devices=[3]"], {}, "devices: GPU 3 is not available"),
     ("workers", ["workers=0"], {}, "workers must be auto or an int >= 1, got 0"),

@@ -53,7 +53,7 @@ def test_every_family_has_fidelity_data():
 
 
 def _run_config(runs_dir: Path, *overrides: str) -> config.RunConfig:
-    fast = [o for o in FAST if not o.startswith("data")]
+    fast = [o for o in FAST if not o.startswith(("data=", "data.n_"))]
     cfg = config.compose([*fast, f"runs_dir={runs_dir}", "study.n_trials=2", *overrides])
     return config.to_run_config(cfg)
 
@@ -202,6 +202,42 @@ def test_explain_gives_the_searchs_importance_for_the_same_rows_and_seed(
         maps = np.load(study_dir / expected["by_class"])
         assert maps.shape == (len(searched.data.spec.classes), *searched.data.spec.input_shape)
         np.testing.assert_allclose(np.load(out), maps, rtol=1e-5, atol=1e-7)
+
+
+def test_train_reproduces_a_refit_model(tmp_path, blocker):
+    """study.refit ships the best params trained on every non-test row for the best epoch
+    count, keeping the last weights (KEEP "last"): the script's train on those rows gives the
+    shipped weights to the bit, with or without validation rows, and so the test metrics."""
+    runs = tmp_path / "runs"
+    run = _run_config(runs, *FAMILY_DATA["mlp"], "data.cv_folds=3", "study.refit=true")
+    refit = Searched(run, search.search(run, "python -m automodel search study.refit=true"))
+    s = refit.splits
+    f = refit.save(
+        tmp_path / "rows",
+        x=s["x_rest"],
+        y=s["y_rest"],
+        xv=s["x_val"],
+        yv=s["y_val"],
+        xt=s["x_test"],
+        yt=s["y_test"],
+    )
+    shipped = torch.load(refit.export / "weights.pt", weights_only=True)
+    epochs = torch.load(run.study_dir / "best_model.pt", weights_only=True)["recipe"]["epochs"]
+    for val in ([], ["--val-input", f["xv"], "--val-labels", f["yv"]]):
+        out = tmp_path / f"retrained{len(val)}.pt"
+        args = ("train", "--input", f["x"], "--labels", f["y"], *val, "--output", out)
+        res = _script(refit.export, blocker, *args)
+        assert res.returncode == 0, res.stderr
+        assert (
+            f"epoch {epochs}/{epochs} " in res.stderr and f"epoch {epochs + 1}/" not in res.stderr
+        )
+        retrained = torch.load(out, weights_only=True)
+        assert all(torch.equal(retrained[k], shipped[k]) for k in shipped)
+    res = _script(
+        refit.export, blocker, "evaluate", "--input", f["xt"], "--labels", f["yt"], "--weights", out
+    )
+    printed = {name: float(value) for name, value in map(str.split, res.stdout.splitlines())}
+    assert printed == refit.summary["test"]
 
 
 def test_help_and_predict_to_csv_without_automodel(searched, blocker, tmp_path):

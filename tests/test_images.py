@@ -22,7 +22,7 @@ from automodel.config import DataConfig
 from tests.conftest import FAST, cli, tree
 from tests.test_export import _script, blocker  # noqa: F401 (a fixture)
 
-BASE = [o for o in FAST if not o.startswith("data")]
+BASE = [o for o in FAST if not o.startswith(("data=", "data.n_"))]
 SPACE = """family: resnet
 params:
   stages: 2

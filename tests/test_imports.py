@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 PKG = Path(__file__).resolve().parent.parent / "automodel"
-LOWER = ["train.py", "metrics.py", "hparams.py", "models", "data", "runtime"]
+LOWER = ["train.py", "crossval.py", "metrics.py", "hparams.py", "models", "data", "runtime"]
 FORBIDDEN_ABOVE = {"optuna", "mlflow", "hydra", "omegaconf"}
 FORBIDDEN_OURS = {
     "automodel.search",

@@ -1,4 +1,5 @@
-"""data.split gives scikit-learn's train_test_split rows exactly, so studies keep their splits."""
+"""data.split gives scikit-learn's train_test_split and k-fold rows exactly, so studies keep
+their splits and folds."""
 
 from __future__ import annotations
 
@@ -6,9 +7,10 @@ import itertools
 
 import numpy as np
 import pytest
+from sklearn.model_selection import KFold, StratifiedKFold
 from sklearn.model_selection import train_test_split as sklearn_split
 
-from automodel.data.split import train_test_split
+from automodel.data.split import k_fold, train_test_split
 
 LABELS = {
     "balanced-3": np.repeat(np.arange(3), 100),
@@ -61,3 +63,17 @@ def test_a_table_with_four_rows_per_class_splits_with_the_default_fractions():
     for part in (y_train, y_val, y_test):
         assert set(part.tolist()) == {0, 1, 2}
     assert len(x_train) + len(x_val) + len(x_test) == 12
+
+
+@pytest.mark.parametrize(
+    ("labels", "k", "seed", "stratified"),
+    list(itertools.product(LABELS, [2, 3, 4, 5], [0, 7], [True, False])),
+)
+def test_same_folds_as_scikit_learn(labels, k, seed, stratified):
+    y = LABELS[labels]
+    kind = StratifiedKFold if stratified else KFold
+    theirs = kind(n_splits=k, shuffle=True, random_state=seed).split(np.zeros((len(y), 1)), y)
+    ours = k_fold(y, k, stratify=stratified, random_state=seed)
+    for (a_train, a_val), (b_train, b_val) in zip(ours, theirs, strict=True):
+        np.testing.assert_array_equal(a_train, b_train)
+        np.testing.assert_array_equal(a_val, b_val)

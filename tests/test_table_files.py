@@ -11,7 +11,7 @@ from automodel.config import DataConfig
 from automodel.data import tablefile
 from tests.conftest import FAST, cli, tree
 
-BASE = [o for o in FAST if not o.startswith("data")]
+BASE = [o for o in FAST if not o.startswith(("data=", "data.n_"))]
 
 
 def _frame(n: int = 60, seed: int = 0) -> pd.DataFrame:

@@ -138,7 +138,11 @@ def test_params_and_tasks_that_do_not_fit_are_refused(tmp_path, overrides, space
         path = tmp_path / "space.yaml"
         path.write_text(f"family: mlp\nparams:\n  {space}\n")
         extra = [f"search_space={path}"]
-    fast = [o for o in FAST if not o.startswith("data") or overrides[:1] != ["data=digits"]]
+    fast = [
+        o
+        for o in FAST
+        if not o.startswith(("data=", "data.n_")) or overrides[:1] != ["data=digits"]
+    ]
     res = cli("search", *fast, f"runs_dir={runs}", *overrides, *extra)
     assert res.returncode == 2, res.stderr
     err = res.stderr.strip()

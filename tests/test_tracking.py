@@ -192,6 +192,7 @@ def test_the_parent_holds_settings_result_and_plots(tracked):
     assert metrics["best_val_accuracy"] == pytest.approx(tracked.summary["val"]["accuracy"])
     assert metrics["test_accuracy"] == pytest.approx(tracked.summary["test"]["accuracy"])
     assert (metrics["n_complete"], metrics["n_pruned"], metrics["n_failed"]) == (1, 1, 1)
+    assert metrics["cv_folds"] == 0 and parent.data.tags["automodel.refit"] == "false"
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"config.yaml", "search_space.yaml", "summary.json", "best_params.json"} <= artifacts
     pictures = {Path(a.path).name for a in client.list_artifacts(parent.info.run_id, "plots")}

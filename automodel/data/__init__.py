@@ -138,12 +138,14 @@ def load_raw_splits(cfg, seed: int) -> dict[str, np.ndarray]:
     """The same splits as `load`, as the source gives the rows (not reshaped or normalised).
 
     Keys x_train, y_train, x_val, y_val, x_test, y_test: what an exported script takes (for
-    images read batch by batch, x_* hold the items: file paths or row numbers).
+    images read batch by batch, x_* hold the items: file paths or row numbers); x_rest,
+    y_rest: every non-test row, in the order cross-validation folds and a refit use them.
     """
     raw = _raw(cfg)
     _check_targets(raw, cfg.name)
     splits = _split(raw, cfg.val_fraction, cfg.test_fraction, seed)
-    return dict(zip(_TENSORS, splits, strict=True))
+    x_rest, y_rest, _, _ = rest_and_test(raw, cfg.test_fraction, seed)
+    return {**dict(zip(_TENSORS, splits, strict=True)), "x_rest": x_rest, "y_rest": y_rest}
 
 
 def _raw(cfg) -> Raw:
@@ -159,23 +161,31 @@ def _raw(cfg) -> Raw:
     return raw
 
 
-def _split(raw: Raw, val_fraction: float, test_fraction: float, seed: int) -> tuple:
-    """(x_train, y_train, x_val, y_val, x_test, y_test): seeded, stratified for classification."""
+def _seeded_split(raw: Raw, x, y, fraction: float, seed: int) -> list:
     from automodel.data.split import train_test_split
 
-    def split(x, y, fraction):
-        stratify = y if raw.task == "classification" else None
-        if stratify is not None:
-            # A tiny table: the held-out part needs a row of every class, even if that takes
-            # more than `fraction` (larger data never gets here: its fraction already does).
-            fraction = max(fraction, len(np.unique(y)) / len(y))
-        return train_test_split(x, y, test_size=fraction, stratify=stratify, random_state=seed)
+    stratify = y if raw.task == "classification" else None
+    if stratify is not None:
+        # A tiny table: the held-out part needs a row of every class, even if that takes
+        # more than `fraction` (larger data never gets here: its fraction already does).
+        fraction = max(fraction, len(np.unique(y)) / len(y))
+    return train_test_split(x, y, test_size=fraction, stratify=stratify, random_state=seed)
 
-    if raw.x_test is None:
-        x_rest, x_test, y_rest, y_test = split(raw.x, raw.y, test_fraction)
-    else:
-        x_rest, y_rest, x_test, y_test = raw.x, raw.y, raw.x_test, raw.y_test
-    x_train, x_val, y_train, y_val = split(x_rest, y_rest, val_fraction)
+
+def rest_and_test(raw: Raw, test_fraction: float, seed: int) -> tuple:
+    """(x_rest, y_rest, x_test, y_test): the test split (the source's own, or seeded and
+    stratified) and every other row, in a fixed order that validation splits, folds and a
+    refit all draw from."""
+    if raw.x_test is not None:
+        return raw.x, raw.y, raw.x_test, raw.y_test
+    x_rest, x_test, y_rest, y_test = _seeded_split(raw, raw.x, raw.y, test_fraction, seed)
+    return x_rest, y_rest, x_test, y_test
+
+
+def _split(raw: Raw, val_fraction: float, test_fraction: float, seed: int) -> tuple:
+    """(x_train, y_train, x_val, y_val, x_test, y_test): seeded, stratified for classification."""
+    x_rest, y_rest, x_test, y_test = rest_and_test(raw, test_fraction, seed)
+    x_train, x_val, y_train, y_val = _seeded_split(raw, x_rest, y_rest, val_fraction, seed)
     return x_train, y_train, x_val, y_val, x_test, y_test
 
 
@@ -184,7 +194,13 @@ def prepare(
 ) -> Dataset:
     """Split `raw`, fit the encoding and the statistics on the training split, normalise."""
     _check_targets(raw, name)
-    x_train, y_train, x_val, y_val, x_test, y_test = _split(raw, val_fraction, test_fraction, seed)
+    return build(raw, name, _split(raw, val_fraction, test_fraction, seed), workers)
+
+
+def build(raw: Raw, name: str, splits: tuple, workers: int = 2) -> Dataset:
+    """A Dataset of `splits` (x_train, y_train, x_val, y_val, x_test, y_test: rows of `raw`),
+    its encoding and statistics fitted on x_train alone. x_val may be empty (a refit)."""
+    x_train, y_train, x_val, y_val, x_test, y_test = splits
     targets = _Targets(raw.task, np.asarray(y_train))
     shape, columns = tuple(raw.input_shape), None
     if raw.reader is not None:  # read batch by batch: x_* hold items, not rows

@@ -1,10 +1,11 @@
-"""Seeded train/test splits, row for row those of scikit-learn, without importing it.
+"""Seeded train/test splits and k folds, row for row those of scikit-learn, without importing it.
 
 Importing `sklearn.model_selection` pulls in SciPy and pandas: 1.5-2 s of every start-up, for
 a few lines of NumPy. `train_test_split` here returns exactly the rows of scikit-learn's
 `train_test_split(x, y, test_size=..., stratify=..., random_state=seed)` (its ShuffleSplit,
 or StratifiedShuffleSplit when stratified: same size rounding, same draws from the same
-`RandomState`), so studies keep their splits; tests/test_split.py checks that against
+`RandomState`), so studies keep their splits; `k_fold` those of its `StratifiedKFold` (or
+`KFold`) with `shuffle=True, random_state=seed`. tests/test_split.py checks both against
 scikit-learn.
 """
 
@@ -73,3 +74,45 @@ def _approximate_mode(class_counts: np.ndarray, n_draws: int, rng) -> np.ndarray
             if need_to_add == 0:
                 break
     return floored.astype(int)
+
+
+def k_fold(y, k: int, *, stratify: bool, random_state: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """[(training rows, validation rows)] of each of `k` folds of the rows labelled `y`, sorted,
+    as scikit-learn's `StratifiedKFold(k, shuffle=True, random_state=...)` (`KFold` unless
+    `stratify`) gives them."""
+    y = np.asarray(y)
+    n = len(y)
+    if not 2 <= k <= n:
+        raise ValueError(f"k-fold needs 2 <= k <= {n} rows, got k={k}")
+    rng = np.random.RandomState(random_state)
+    fold = _stratified_folds(y, k, rng) if stratify else _plain_folds(n, k, rng)
+    rows = np.arange(n)
+    return [(rows[fold != i], rows[fold == i]) for i in range(k)]
+
+
+def _plain_folds(n: int, k: int, rng: np.random.RandomState) -> np.ndarray:
+    """Each row's fold: consecutive runs of a shuffled order, the first n % k one row longer."""
+    order = np.arange(n)
+    rng.shuffle(order)
+    sizes = np.full(k, n // k)
+    sizes[: n % k] += 1
+    fold = np.empty(n, dtype=int)
+    fold[order] = np.repeat(np.arange(k), sizes)
+    return fold
+
+
+def _stratified_folds(y: np.ndarray, k: int, rng: np.random.RandomState) -> np.ndarray:
+    """Each row's fold: each class dealt round robin over the folds in the order the classes
+    first appear, then shuffled within the class (StratifiedKFold._make_test_folds)."""
+    _, first, inverse = np.unique(y, return_index=True, return_inverse=True)
+    _, by_appearance = np.unique(first, return_inverse=True)
+    encoded = by_appearance[inverse.ravel()]
+    n_classes = len(first)
+    ordered = np.sort(encoded)
+    allocation = np.asarray([np.bincount(ordered[i::k], minlength=n_classes) for i in range(k)])
+    fold = np.empty(len(y), dtype=int)
+    for c in range(n_classes):
+        folds_for_class = np.arange(k).repeat(allocation[:, c])
+        rng.shuffle(folds_for_class)
+        fold[encoded == c] = folds_for_class
+    return fold

@@ -26,7 +26,7 @@ from automodel.export.literals import (
 )
 from automodel.export.validate import Checked
 from automodel.models import pretrained
-from automodel.runtime.recipe import AUGMENTS, OPTIMIZERS, SCHEDULES
+from automodel.runtime.recipe import AUGMENTS, KEEPS, OPTIMIZERS, SCHEDULES
 
 TORCHVISION_FAMILIES = ("pretrained",)  # their exported Model builds a torchvision backbone
 
@@ -45,6 +45,8 @@ def docstring(checked: Checked, prov: dict) -> str:
             lines.append(f"{label} {name}: {float_literal(value)}")
         if not metrics:
             lines.append(f"{label}: not measured")
+    for line in checked.selection:
+        lines += textwrap.wrap(line, LINE_LENGTH, break_long_words=False, break_on_hyphens=False)
     if prov.get("mlflow_run_id"):
         lines.append(f"mlflow run: {doc(prov['mlflow_run_id'])}")
     lines += [
@@ -177,6 +179,7 @@ def recipe(checked: Checked) -> str:
         f"LOSS = {loss}" + ("" if regression else "  # classification: cross-entropy"),
         f"AUGMENT = {string(r['augment'])}  # {AUGMENTS[r['augment']]}",
         f"SEED = {r['seed']}  # seeds the initial weights and the batch order",
+        f"KEEP = {string(r['keep'])}  # {KEEPS[r['keep']]}",
         "",
         "",
         _new_model(checked.family, checked.params),

@@ -23,7 +23,7 @@ from automodel.export.literals import (
 )
 from automodel.runtime.evaluation import TASKS
 from automodel.runtime.inputs import COLUMN_SETTINGS, IMAGE_MODES
-from automodel.runtime.recipe import AUGMENTS, LOSSES, OPTIMIZERS, SCHEDULES
+from automodel.runtime.recipe import AUGMENTS, KEEPS, LOSSES, OPTIMIZERS, SCHEDULES
 
 SPEC_KEYS = {f.name for f in dataclasses.fields(DataSpec)}
 RECIPE_KEYS = {f.name for f in dataclasses.fields(train.Recipe)}
@@ -42,6 +42,7 @@ class Checked:
     trial: int
     val: dict[str, float]  # every validation metric at the kept epoch
     test: dict[str, float]  # empty when not measured
+    selection: tuple[str, ...] = ()  # how it was chosen and trained: cross-validation, refit
 
 
 def checkpoint(raw: dict) -> Checked:
@@ -52,7 +53,30 @@ def checkpoint(raw: dict) -> Checked:
     columns = _columns(spec)
     trial = checked_int("trial", raw["trial"])
     val, test = _metrics(raw.get("val")), _metrics(raw.get("test"))
-    return Checked(family, raw["params"], spec, columns, recipe, trial, val, test)
+    selection = _selection(raw.get("cv"), raw.get("refit"), recipe)
+    return Checked(family, raw["params"], spec, columns, recipe, trial, val, test, selection)
+
+
+def _selection(cv: dict | None, refit, recipe: dict) -> tuple[str, ...]:
+    """Docstring lines on how the model was chosen (k-fold cross-validation: the validation
+    metrics above are the folds' mean) and trained (a refit on every non-test row)."""
+    lines = []
+    if cv is not None:
+        folds = checked_int("cv folds", cv.get("folds"), 2)
+        std = _metrics(cv.get("std"))
+        spread = ", ".join(f"{k} {float_literal(v)}" for k, v in std.items())
+        lines.append(
+            f"selected by {folds}-fold cross-validation: the validation metrics are the "
+            f"folds' mean (standard deviation: {spread})"
+        )
+    if refit not in (None, True, False):
+        raise ExportError(f"refit must be true or false, got {refit!r}")
+    if refit:
+        lines.append(
+            f"refit: trained on every non-test row for {recipe['epochs']} epochs, the last "
+            "weights kept (KEEP); it was never evaluated on validation rows"
+        )
+    return tuple(lines)
 
 
 def _spec(raw: dict) -> DataSpec:
@@ -179,6 +203,7 @@ def _recipe(raw: dict) -> dict:
         "batch_size": checked_int("batch_size", raw["batch_size"], 1),
         "epochs": checked_int("epochs", raw["epochs"], 1),
         "seed": checked_int("seed", raw["seed"], 0),
+        "keep": choice("keep", raw.get("keep", "best"), KEEPS),
     }
 
 

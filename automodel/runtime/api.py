@@ -37,6 +37,7 @@ from automodel.runtime.placeholders import (
     COLUMNS,
     EPOCHS,
     INPUT_SHAPE,
+    KEEP,
     L1,
     LABEL_SMOOTHING,
     LOSS,
@@ -131,8 +132,9 @@ def train(
 
     The seed is set just before the model is built (the same initial weights), and seeds
     the batch order and the augmentation; with validation rows the weights of the best
-    validation epoch are kept. On a CPU, with the same data and seed, it reproduces the
-    trial.
+    validation epoch are kept, unless KEEP is "last" (a refit: the search trained on every
+    non-test row for EPOCHS epochs and kept the last weights; validation rows are then only
+    reported). On a CPU, with the same data and seed, it reproduces the search's model.
 
     Returns the model (in eval mode) and its best validation METRIC (None without
     validation rows, in which case the last epoch's weights are kept).
@@ -173,7 +175,8 @@ def train(
             value = _metrics(model, *val)[METRIC]
             line += f"  val_{METRIC} {value:.4f}"
             if better(direction, value, best):
-                best, best_state = value, snapshot(model)
+                best = value
+                best_state = snapshot(model) if KEEP == "best" else None
         log(line)
     restore(model, best_state)
     return model.eval(), (best if val is not None else None)

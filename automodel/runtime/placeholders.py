@@ -33,6 +33,7 @@ LABEL_SMOOTHING = 0.0
 LOSS = None
 AUGMENT = "none"
 SEED = 0
+KEEP = "best"  # which weights train keeps: recipe.KEEPS
 
 
 class Model(nn.Sequential):

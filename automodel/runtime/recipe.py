@@ -124,3 +124,9 @@ def augment(x: torch.Tensor, kind: str, generator: torch.Generator) -> torch.Ten
         flip = torch.rand(len(x), generator=generator, device=x.device) < 0.5
         x = torch.where(flip[:, None, None, None], x.flip(3), x)
     return x
+
+
+KEEPS = {  # which weights `train` keeps
+    "best": "the best validation epoch's weights (the last without validation rows)",
+    "last": "the last epoch's weights (a refit: no validation rows chose an epoch)",
+}

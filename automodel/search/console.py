@@ -72,10 +72,13 @@ def banner(plan: Plan, study: optuna.Study, slots: list[Slot]) -> None:
         if len(slots) == 1
         else f"{len(slots)} workers on {', '.join(sorted({s.label for s in slots}))}"
     )
+    rows = f"{len(dataset.x_train)} train / {len(dataset.x_val)} val"
+    if plan.folds is not None:
+        rows = f"{plan.k}-fold cross-validation over {plan.folds.n_rows} rows"
     print(
         f"study {cfg.study.name}: {c['complete'] + c['pruned']} of {cfg.study.n_trials} trials "
         f"done, family {plan.space.family}, data {cfg.data.name} ({dataset.spec.task}, "
-        f"{len(dataset.x_train)} train / {len(dataset.x_val)} val / {len(dataset.x_test)} test), "
+        f"{rows} / {len(dataset.x_test)} test), "
         f"{where} ({slots[0].threads} thread{'s' if slots[0].threads > 1 else ''} each), "
         f"outputs in {cfg.study_dir}/",
         flush=True,
@@ -106,7 +109,13 @@ def print_summary(summary: dict) -> None:
     params = "  ".join(f"{k}={_fmt(v)}" for k, v in summary["params"].items())
     c = summary["counts"]
     val = "  ".join(f"{k} {v:.4f}" for k, v in summary["val"].items())
+    if summary.get("cv"):
+        spread = summary["cv"]["std"]
+        val = "  ".join(f"{k} {v:.4f} ±{spread[k]:.4f}" for k, v in summary["val"].items())
+        val += f"  (mean of {summary['cv']['folds']} folds)"
     test = "  ".join(f"{k} {v:.4f}" for k, v in summary["test"].items())
+    if summary.get("refit"):
+        test += "  (the best params refit on every non-test row)"
     print(
         f"\nbest trial {summary['best_trial']} of study {summary['study']} "
         f"({c['complete']} complete, {c['pruned']} pruned, {c['failed']} failed):\n"

@@ -1,12 +1,13 @@
-"""The end of a search: the best trial's model, built once; the test split, evaluated once;
-best_model.pt, best_params.json, importance.json, the export and summary.json (written here
-and only here).
+"""The end of a search: the model it ships (the best trial's, or its refit: search.refit),
+built once; the test split, evaluated once; best_model.pt, best_params.json, importance.json,
+the export and summary.json (written here and only here).
 
 The test split is touched only here, after the search has chosen: it never steers selection.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import optuna
@@ -18,7 +19,8 @@ from automodel.checkpoint import Checkpoint
 from automodel.data import Dataset
 from automodel.search.console import warn
 from automodel.search.plan import Plan
-from automodel.search.trial import SearchStopped, trained
+from automodel.search.refit import described, shipped
+from automodel.search.trial import SearchStopped
 from automodel.study import best_trial, counts, most_common_failure, storage_label
 
 
@@ -39,14 +41,13 @@ def finish(
     best = best_trial(study)
     if best is None:
         raise _nothing_completed(study)
-    ckpt, model = trained(plan, best, device)
-    dataset = plan.data.to(device)
+    ckpt, model, dataset = shipped(plan, best, device)
     test_outputs = train.predict_logits(model, dataset.x_test, cfg.trainer.eval_batch_size)
     ckpt.test = _test_metrics(dataset, test_outputs)
     study_dir = cfg.study_dir
     ckpt.save(study_dir / "best_model.pt")
     outputs.write_json(study_dir / "best_params.json", ckpt.params)
-    summary = _summary(plan, study, ckpt, wall, command)
+    summary = {**_summary(plan, study, ckpt, wall, command), **described(ckpt)}
     summary["importance"] = _explain(plan, model, dataset)
     if tracker is not None:
         # Final before the export, whose provenance names it: duplicates are merged by now.
@@ -54,7 +55,9 @@ def finish(
     summary["export"] = _export(study_dir, ckpt, model, summary)
     outputs.write_json(study_dir / "summary.json", summary)
     if tracker is not None:
-        tracker.finish_study(plan, study, summary, model, test_outputs)
+        # The shipped model's data: its normalisation is what the registered model applies.
+        shipped_plan = dataclasses.replace(plan, data=dataset)
+        tracker.finish_study(shipped_plan, study, summary, model, test_outputs)
         if summary["export"]:
             tracker.log_export(Path(summary["export"]))
     return summary

@@ -18,6 +18,8 @@ import yaml
 from automodel import config, data, models, outputs, spaces, train
 from automodel.config import ConfigError, RunConfig
 from automodel.data import Dataset, DataSpec
+from automodel.data import folds as data_folds
+from automodel.data.folds import Folds
 from automodel.study import load_or_create
 
 
@@ -30,6 +32,14 @@ class Plan:
     space_source: dict = field(default_factory=dict)
     # What fitting the space to the data changed, a line each (printed as notices).
     notices: list[str] = field(default_factory=list)
+    # data.cv_folds >= 2 (or auto, on small data): a Dataset per fold; None: one validation
+    # split (`data`). `data` stays the study's description of the data either way.
+    folds: Folds | None = None
+
+    @property
+    def k(self) -> int:
+        """The number of folds a trial trains; 0 with one validation split."""
+        return 0 if self.folds is None else self.folds.k
 
     @property
     def run(self) -> RunConfig:
@@ -49,9 +59,10 @@ def prepare(cfg: RunConfig) -> Plan:
         raise ConfigError(_space_error(cfg, err)) from None
     try:
         dataset = data.load(cfg.data, cfg.seed)
+        k = data_folds.resolve(cfg.data.cv_folds, dataset)
     except ValueError as err:
         raise ConfigError(str(err)) from None
-    fitted, notices = _fit(cfg, dataset)
+    fitted, notices = _fit(cfg, dataset, _fewest_train_rows(dataset, k))
     try:
         space = spaces.parse(fitted)
         # A family that cannot fit the data fails here (with the space's fixed values).
@@ -59,7 +70,16 @@ def prepare(cfg: RunConfig) -> Plan:
         models.create(space.family, fixed, dataset.spec)
     except ValueError as err:
         raise ConfigError(str(err)) from None
-    return Plan(cfg, space, dataset, cfg.search_space, notices)
+    folds = data_folds.load(cfg.data, cfg.seed, k) if k else None
+    return Plan(cfg, space, dataset, cfg.search_space, notices, folds)
+
+
+def _fewest_train_rows(dataset: Dataset, k: int) -> int:
+    """The training rows of the smallest training split a trial sees (of a fold, with k)."""
+    if not k:
+        return len(dataset.x_train)
+    n = len(dataset.y_train) + len(dataset.y_val)
+    return n - -(-n // k)  # the largest fold holds ceil(n / k) rows out
 
 
 def _space_error(cfg: RunConfig, err: ValueError) -> str:
@@ -79,7 +99,7 @@ def _space_error(cfg: RunConfig, err: ValueError) -> str:
 _TASK_PARAMS = {"loss": "regression", "label_smoothing": "classification"}
 
 
-def _fit(cfg: RunConfig, dataset: Dataset) -> tuple[dict, list[str]]:
+def _fit(cfg: RunConfig, dataset: Dataset, n_train: int) -> tuple[dict, list[str]]:
     """The composed space as it can apply to this data, and a notice per change: params the
     data cannot use are dropped, batch sizes fitted to the training rows (spaces.fit_to_data).
     Refused only when no param is left."""
@@ -94,10 +114,10 @@ def _fit(cfg: RunConfig, dataset: Dataset) -> tuple[dict, list[str]]:
                 f"({'; '.join(f'{n} {w}' for n, w in reasons.items())})"
             )
     default = train.RECIPE_PARAMS["batch_size"].default
-    if "batch_size" not in raw["params"] and default > len(dataset.x_train):
+    if "batch_size" not in raw["params"] and default > n_train:
         # The trainer's default batch would not fit either: fit it as a fixed value.
         raw = {**raw, "params": {**raw["params"], "batch_size": default}}
-    raw, fitted = spaces.fit_to_data(raw, len(dataset.x_train))
+    raw, fitted = spaces.fit_to_data(raw, n_train)
     return raw, notices + fitted
 
 
@@ -118,7 +138,7 @@ def _inapplicable(name: str, raw: dict, spec: DataSpec) -> str | None:
 def open_study(plan: Plan, seed_offset: int = 0, must_exist: bool = False) -> optuna.Study:
     """The plan's study (see study.load_or_create): created, or joined when `must_exist`."""
     return load_or_create(
-        plan.cfg, plan.space_source, plan.data.spec.direction, seed_offset, must_exist
+        plan.cfg, plan.space_source, plan.data.spec.direction, seed_offset, must_exist, plan.k
     )
 
 

@@ -22,6 +22,7 @@ from automodel import devices, models, outputs, train
 from automodel.checkpoint import Checkpoint, CheckpointError
 from automodel.config import RunConfig
 from automodel.errors import reason
+from automodel.search import folds
 from automodel.search.console import Progress, warn
 from automodel.search.plan import Plan, open_study
 from automodel.study import (
@@ -69,6 +70,7 @@ class Objective:
         self.plan = plan
         self.device = device
         self.data = plan.data.to(device)
+        self.folds = None if plan.folds is None else plan.folds.to(device)
         self.tracker = tracker
         self.worker = worker_id()
         # study.timeout is a wall-clock budget: a trial still training then stops at the end
@@ -103,6 +105,8 @@ class Objective:
     def _train(self, trial: optuna.Trial) -> float:
         cfg = self.plan.cfg
         params = self.plan.space.sample(trial)
+        if self.folds is not None:
+            return folds.train_trial(self, trial, params)
         model, recipe = candidate(self.plan, trial.number, params, self.device)
         n_parameters = models.n_parameters(model)
         trial.set_user_attr("n_parameters", n_parameters)
@@ -115,15 +119,21 @@ class Objective:
             self.data,
             recipe,
             eval_batch_size=cfg.trainer.eval_batch_size,
-            on_epoch_end=self._reporter(trial, recipe.epochs),
+            on_epoch_end=self.reporter(trial, recipe.epochs),
             compile=cfg.trainer.compile,
         )
+        loss = result.history[result.best_epoch - 1].val_loss
         trial.set_user_attr("best_epoch", result.best_epoch)
-        trial.set_user_attr(VAL_LOSS_ATTR, result.history[result.best_epoch - 1].val_loss)
-        self._keep_weights(trial, params, recipe, result)
+        trial.set_user_attr(VAL_LOSS_ATTR, loss)
+        self.keep_weights(
+            trial,
+            result.best_value,
+            loss,
+            lambda: _checkpoint(self.plan, trial.number, params, recipe, result, model, self.data),
+        )
         return result.best_value
 
-    def _reporter(self, trial: optuna.Trial, epochs: int):
+    def reporter(self, trial: optuna.Trial, epochs: int):
         """The trainer's epoch callback: report to the trial (and MLflow), prune, stop at the
         deadline."""
 
@@ -138,21 +148,19 @@ class Objective:
 
         return on_epoch_end
 
-    def _keep_weights(self, trial, params, recipe, result: train.FitResult) -> None:
-        """Save this trial's weights if it ranks in the top k, and drop those pushed out."""
+    def keep_weights(self, trial, value: float, loss: float, checkpoint) -> None:
+        """Save this trial's weights (`checkpoint()`, built only then) if its value and
+        validation loss rank in the top k, and drop those pushed out."""
         study_dir, k = self.plan.cfg.study_dir, self.plan.cfg.study.keep_top_k
         done = trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         sign = sign_of(trial.study)
-        loss = result.history[result.best_epoch - 1].val_loss
-        mine = rank_key(result.best_value, loss, trial.number, sign)
+        mine = rank_key(value, loss, trial.number, sign)
         keys = {
             t.number: rank_key(t.value, t.user_attrs.get(VAL_LOSS_ATTR), t.number, sign)
             for t in done
         }
         if sum(1 for key in keys.values() if key < mine) < k:
-            family, spec = self.plan.space.family, self.plan.data.spec
-            ckpt = Checkpoint.from_fit(family, params, spec, recipe, trial.number, result)
-            ckpt.save(outputs.trial_checkpoint(study_dir, trial.number))
+            checkpoint().save(outputs.trial_checkpoint(study_dir, trial.number))
         ranked = sorted([*keys.values(), mine])
         keep = {key[-1] for key in ranked[:k]}
         outputs.prune_trials(study_dir, keep, {t.number for t in done})
@@ -171,15 +179,27 @@ def trained(
         pass
     except CheckpointError as err:
         warn(f"{err}; retraining trial {trial.number} from its seed")
+    if plan.folds is not None:
+        ckpt, model = folds.retrain(plan, trial, device)
+        ckpt.save(path)
+        return ckpt, model
     params = plan.space.complete(trial.params)
     model, recipe = candidate(plan, trial.number, params, device)
     dataset = plan.data.to(device)
     result = train.fit(model, dataset, recipe, eval_batch_size=plan.cfg.trainer.eval_batch_size)
-    ckpt = Checkpoint.from_fit(
-        plan.space.family, params, plan.data.spec, recipe, trial.number, result
-    )
+    ckpt = _checkpoint(plan, trial.number, params, recipe, result, model, dataset)
     ckpt.save(path)
     return ckpt, model
+
+
+def _checkpoint(plan: Plan, number, params, recipe, result, model, dataset) -> Checkpoint:
+    """A trial's checkpoint with one validation split, with the model's outputs on the
+    validation rows and their targets (`extra`: what ensemble selection reads)."""
+    family, spec = plan.space.family, plan.data.spec
+    ckpt = Checkpoint.from_fit(family, params, spec, recipe, number, result)
+    val = train.predict_logits(model, dataset.x_val, plan.cfg.trainer.eval_batch_size)
+    ckpt.extra.update(val_outputs=val.float().cpu(), val_targets=dataset.y_val.cpu())
+    return ckpt
 
 
 def run_trials(

@@ -50,6 +50,15 @@ _NOT_SETTINGS = ("quiet", "trial", "ui", "search_space")
 _SETTLE_SECONDS = 1.0  # a new parent run on a server: wait before checking for a racer
 
 
+def _selection_values(summary: dict) -> dict[str, float]:
+    """`cv_folds` (0: one validation split) and, with folds, `cv_std_<metric>`: the spread
+    of the folds behind the best_val_ values (which are then the folds' mean)."""
+    cv = summary.get("cv")
+    if not cv:
+        return {"cv_folds": 0}
+    return {"cv_folds": cv["folds"], **{f"cv_std_{k}": v for k, v in cv["std"].items()}}
+
+
 class ParentRun:
     """One process's handle on the study's parent run: the client, the experiment, the id.
 
@@ -212,9 +221,11 @@ class ParentRun:
         values |= {f"test_{k}": v for k, v in summary["test"].items()}
         values |= {f"n_{k}": v for k, v in summary["counts"].items()}
         values |= {"best_trial": summary["best_trial"], "wall_seconds": summary["wall_seconds"]}
+        values |= _selection_values(summary)
         metrics = [Metric(k, float(v), now, step) for k, v in values.items()]
         tags = [RunTag(f"best.{k}", text(v)) for k, v in summary["params"].items()]
         tags.append(RunTag("automodel.best_trial", str(summary["best_trial"])))
+        tags.append(RunTag("automodel.refit", str(bool(summary.get("refit"))).lower()))
         if summary.get("command"):
             tags.append(RunTag("automodel.command", mask(summary["command"])))
         log_batch(self.client, self.id, metrics=metrics, tags=tags)
