@@ -33,6 +33,8 @@ FAST = [
     "workers=1",
     "tracking.enabled=false",
     "quiet=true",
+    # The single best trial is shipped: tests/test_ensemble_search.py turns ensembles on.
+    "ensemble.size=0",
 ]
 
 
