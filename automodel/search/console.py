@@ -106,13 +106,34 @@ def print_summary(summary: dict) -> None:
         f"\nbest trial {summary['best_trial']} of study {summary['study']} "
         f"({c['complete']} complete, {c['pruned']} pruned, {c['failed']} failed):\n"
         f"  val  {val}\n"
-        f"  test {test}\n"
-        f"  params: {params}\n"
+        f"  test {test}\n" + _ensemble_lines(summary) + f"  params: {params}\n"
         f"  outputs: {Path(summary['weights']).parent}/ (summary.json, best_model.pt, best_params.json)"
         + (f"\n  export: {summary['export']}/best_model.py" if summary.get("export") else ""),
         file=sys.stdout,
         flush=True,
     )
+
+
+def _ensemble_lines(summary: dict) -> str:
+    """The ensemble's metrics, and whether it is what the export holds."""
+    e = summary.get("ensemble")
+    if not e:
+        return ""
+    members = ", ".join(f"{t} (x{w})" for t, w in zip(e["members"], e["weights"], strict=True))
+    shipped = (
+        "shipped"
+        if summary.get("shipped") == "ensemble"
+        else "not shipped: no better than the best trial on validation"
+    )
+    if summary.get("shipped") != "ensemble" and str(summary.get("export_error", "")).startswith(
+        "ensemble:"
+    ):
+        shipped = "not shipped: it could not be exported"
+    lines = [f"  ensemble of trials {members}, {shipped}:"]
+    for split in ("val", "test"):
+        values = "  ".join(f"{k} {v:.4f}" for k, v in (e[split] or {}).items())
+        lines.append(f"    {split:<4} {values}")
+    return "\n".join(lines) + "\n"
 
 
 def _fmt(v) -> str:

@@ -1,5 +1,6 @@
 """The end of a search: the best trial's model, built once; the test split, evaluated once;
-best_model.pt, best_params.json, the export and summary.json (written here and only here).
+the ensemble of the best trials (ensembling.py); best_model.pt, best_params.json, the export
+of what the study ships and summary.json (written here and only here).
 
 The test split is touched only here, after the search has chosen: it never steers selection.
 """
@@ -15,7 +16,7 @@ from optuna.trial import TrialState
 from automodel import export, metrics, outputs, train
 from automodel.checkpoint import Checkpoint
 from automodel.data import Dataset
-from automodel.search.console import warn
+from automodel.search import ensembling
 from automodel.search.plan import Plan
 from automodel.search.trial import SearchStopped, trained
 from automodel.study import best_trial, counts, most_common_failure, storage_label
@@ -46,13 +47,16 @@ def finish(
     ckpt.save(study_dir / "best_model.pt")
     outputs.write_json(study_dir / "best_params.json", ckpt.params)
     summary = _summary(plan, study, ckpt, wall, command)
+    chosen = ensembling.build(plan, study, device)  # None unless ensemble.size > 0
     if tracker is not None:
         # Final before the export, whose provenance names it: duplicates are merged by now.
         summary["mlflow_run_id"] = tracker.settle()
-    summary["export"] = _export(study_dir, ckpt, model, summary)
+    prov = export.provenance(summary["study"], command, summary.get("mlflow_run_id"))
+    shipped, shipped_outputs = ensembling.ship(plan, chosen, ckpt, model, summary, prov)
     outputs.write_json(study_dir / "summary.json", summary)
     if tracker is not None:
-        tracker.finish_study(plan, study, summary, model, test_outputs)
+        test_outputs = test_outputs if shipped_outputs is None else shipped_outputs
+        tracker.finish_study(plan, study, summary, shipped, test_outputs)
         if summary["export"]:
             tracker.log_export(Path(summary["export"]))
     return summary
@@ -95,16 +99,3 @@ def _summary(plan: Plan, study: optuna.Study, ckpt: Checkpoint, wall: float, com
         "weights": str(cfg.study_dir / "best_model.pt"),
         "command": command,
     }
-
-
-def _export(study_dir: Path, ckpt: Checkpoint, model: torch.nn.Module, summary: dict):
-    """Write export/ (best_model.py and its weights) from the model already built. A model the
-    exporter cannot write is reported (stderr and summary["export_error"]) rather than failing
-    the finished search."""
-    prov = export.provenance(summary["study"], summary["command"], summary.get("mlflow_run_id"))
-    try:
-        return str(export.write(study_dir, ckpt.to_dict(), prov, model=model))
-    except export.ExportError as err:
-        warn(f"the best model was not exported: {err}")
-        summary["export_error"] = str(err)
-        return None

@@ -120,7 +120,7 @@ class Objective:
         )
         trial.set_user_attr("best_epoch", result.best_epoch)
         trial.set_user_attr(VAL_LOSS_ATTR, result.history[result.best_epoch - 1].val_loss)
-        self._keep_weights(trial, params, recipe, result)
+        self._keep_weights(trial, params, recipe, result, model)
         return result.best_value
 
     def _reporter(self, trial: optuna.Trial, epochs: int):
@@ -138,8 +138,9 @@ class Objective:
 
         return on_epoch_end
 
-    def _keep_weights(self, trial, params, recipe, result: train.FitResult) -> None:
-        """Save this trial's weights if it ranks in the top k, and drop those pushed out."""
+    def _keep_weights(self, trial, params, recipe, result: train.FitResult, model) -> None:
+        """Save this trial's weights (and validation outputs) if it ranks in the top k, and
+        drop those pushed out."""
         study_dir, k = self.plan.cfg.study_dir, self.plan.cfg.study.keep_top_k
         done = trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         sign = sign_of(trial.study)
@@ -152,6 +153,7 @@ class Objective:
         if sum(1 for key in keys.values() if key < mine) < k:
             family, spec = self.plan.space.family, self.plan.data.spec
             ckpt = Checkpoint.from_fit(family, params, spec, recipe, trial.number, result)
+            keep_val_outputs(ckpt, model, self.data, self.plan.cfg.trainer.eval_batch_size)
             ckpt.save(outputs.trial_checkpoint(study_dir, trial.number))
         ranked = sorted([*keys.values(), mine])
         keep = {key[-1] for key in ranked[:k]}
@@ -178,8 +180,17 @@ def trained(
     ckpt = Checkpoint.from_fit(
         plan.space.family, params, plan.data.spec, recipe, trial.number, result
     )
+    keep_val_outputs(ckpt, model, dataset, plan.cfg.trainer.eval_batch_size)
     ckpt.save(path)
     return ckpt, model
+
+
+def keep_val_outputs(ckpt: Checkpoint, model: torch.nn.Module, data, batch_size: int) -> None:
+    """Put the model's outputs on the validation rows, and their targets, into the checkpoint
+    (`val_outputs`, `val_targets`): ensemble selection reads them, at the end of the search
+    or in a later export, without building the model again (search/ensembling.py)."""
+    val = train.predict_logits(model, data.x_val, batch_size)
+    ckpt.extra.update(val_outputs=val.float().cpu(), val_targets=data.y_val.cpu())
 
 
 def run_trials(

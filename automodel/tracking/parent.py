@@ -211,9 +211,16 @@ class ParentRun:
         values |= {f"test_{k}": v for k, v in summary["test"].items()}
         values |= {f"n_{k}": v for k, v in summary["counts"].items()}
         values |= {"best_trial": summary["best_trial"], "wall_seconds": summary["wall_seconds"]}
+        chosen = summary.get("ensemble")  # null when ensembles are off
+        for split in ("val", "test") if chosen else ():
+            values |= {f"ensemble_{split}_{k}": v for k, v in (chosen[split] or {}).items()}
         metrics = [Metric(k, float(v), now, step) for k, v in values.items()]
         tags = [RunTag(f"best.{k}", text(v)) for k, v in summary["params"].items()]
         tags.append(RunTag("automodel.best_trial", str(summary["best_trial"])))
+        tags.append(RunTag("automodel.shipped", summary.get("shipped", "trial")))
+        if chosen:
+            tags.append(RunTag("automodel.ensemble_members", ",".join(map(str, chosen["members"]))))
+            tags.append(RunTag("automodel.ensemble_weights", ",".join(map(str, chosen["weights"]))))
         if summary.get("command"):
             tags.append(RunTag("automodel.command", mask(summary["command"])))
         log_batch(self.client, self.id, metrics=metrics, tags=tags)
@@ -233,8 +240,7 @@ class ParentRun:
                     test_outputs.argmax(1),
                     list(spec.classes),
                     out,
-                    f"trial {summary['best_trial']} on the test split: "
-                    f"{spec.metric} {summary['test'][spec.metric]:.4f}",
+                    _shipped_title(summary, spec.metric),
                 )
             self.client.log_artifacts(self.id, str(out), "plots")
         if skipped:
@@ -244,3 +250,13 @@ class ParentRun:
     def end(self, status: str, why: str | None) -> None:
         """End the parent with `status` and the reason the search broke off."""
         end_run(self.client, self.id, status, None, {STOP_TAG: mask(why)[:TAG_LIMIT]}, [])
+
+
+def _shipped_title(summary: dict, metric: str) -> str:
+    """What the confusion matrix shows: the shipped ensemble's or the best trial's."""
+    if summary.get("shipped") == "ensemble":
+        trials = ", ".join(map(str, summary["ensemble"]["members"]))
+        test = summary["ensemble"]["test"]
+        return f"ensemble of trials {trials} on the test split: {metric} {test[metric]:.4f}"
+    test = summary["test"][metric]
+    return f"trial {summary['best_trial']} on the test split: {metric} {test:.4f}"
