@@ -100,7 +100,7 @@ class StudyConfig:
 class EnsembleConfig:
     # At most this many members (greedy selection steps, with replacement) in the ensemble
     # of the best trials; 0: no ensemble.
-    size: int = 5
+    size: int = 10
     # How many of the best trials may join (their weights and validation outputs are kept:
     # study.keep_top_k is raised to it while size > 0).
     candidates: int = 10

@@ -21,12 +21,12 @@ from automodel.config import ConfigError, RunConfig
 from automodel.export import ensemble as rendering
 from automodel.search import ensembling
 from automodel.study import ranked
-from automodel.study_export import _searched_with
+from automodel.study_export import searched_with
 
 
 def export_ensemble(cfg: RunConfig, command: str, summary: dict, size: int) -> Path:
     """Write <study>/export/ for an ensemble of the study's trials (see the module)."""
-    saved = _searched_with(cfg)
+    saved = searched_with(cfg)
     name = cfg.study.name
     search.quiet_optuna()
     study = optuna.load_study(study_name=saved.study.name, storage=search.open_study_storage(saved))

@@ -80,7 +80,7 @@ def _trial_checkpoint(cfg: RunConfig, number: int) -> tuple[Checkpoint, torch.nn
     """Trial `number`'s checkpoint, with its test metric measured now, and its model."""
     if number < 0:
         raise ConfigError(f"trial must be a trial number >= 0, got {number}")
-    saved = _searched_with(cfg)
+    saved = searched_with(cfg)
     plan = search.prepare(saved)
     search.quiet_optuna()
     study = optuna.load_study(study_name=saved.study.name, storage=search.open_study_storage(saved))
@@ -111,7 +111,7 @@ def _trial_checkpoint(cfg: RunConfig, number: int) -> tuple[Checkpoint, torch.nn
     return ckpt, model
 
 
-def _searched_with(cfg: RunConfig) -> RunConfig:
+def searched_with(cfg: RunConfig) -> RunConfig:
     """The settings the study was searched with: its config.yaml and its own search space.
 
     The storage URL is masked on disk, so it comes from this command line (as for status).

@@ -93,11 +93,11 @@ def ensembles(study_dir: Path, sizes: list[int]) -> dict:
     from automodel.export import ensemble as rendering
     from automodel.search import ensembling, trained
     from automodel.study import ranked
-    from automodel.study_export import _searched_with
+    from automodel.study_export import searched_with
 
     base = config.to_run_config(config.compose([f"runs_dir={study_dir.parent}"]))
     base.study.name = study_dir.name
-    saved = _searched_with(base)
+    saved = searched_with(base)
     plan = search.prepare(saved)
     summary = json.loads((study_dir / "summary.json").read_text())
     study = optuna.load_study(study_name=saved.study.name, storage=search.open_study_storage(saved))

@@ -195,7 +195,7 @@ def _overrides() -> str:
 
 def _model(checked: list[Checked], weights: list[int]) -> str:
     n = len(checked)
-    averaged = "class probabilities" if checked[0].spec.task == "classification" else "values"
+    averaged = "class probabilities" if checked[0].spec.task == "classification" else "predictions"
     return "\n".join(
         [
             "class Model(nn.Module):",

@@ -9,7 +9,8 @@ on the test split, shipped when it beats the best single trial on validation.
 Candidates are the study's best complete trials (`ensemble.candidates`, whose weights the
 search keeps); their validation outputs come from their checkpoints (`val_outputs`; a
 study with k-fold cross-validation keeps out-of-fold outputs there, with their
-`val_targets`), or are computed on the holdout validation rows. `automodel.ensemble.select` picks the members and weights.
+`val_targets`), or are computed on the holdout validation rows. `automodel.ensemble.select`
+picks the members and weights.
 
 Shipping: the ensemble is shipped when it has two members or more and ranks above the best
 trial as the study ranks trials: a better validation metric, or the same metric and a lower
