@@ -17,7 +17,8 @@ VERBS = {
     "search": "run a model search, or resume the study of the same name",
     "worker": "join an existing study (same settings) from another process or host",
     "status": "list the studies under runs_dir, or the top trials of study.name=...",
-    "export": "write <study>/export/best_model.py for study.name=... (trial=<n>: another trial)",
+    "export": "write <study>/export/best_model.py for study.name=... (trial=<n>: another "
+    "trial; ensemble.size=<k>: an ensemble of the best trials)",
     "ui": "start the MLflow UI for the tracking store on ui.host:ui.port (Ctrl-C stops it)",
 }
 
@@ -147,7 +148,9 @@ def _run(verb: str, overrides: list[str], show_cfg: str | None) -> int:
         one = any(o.lstrip("+").startswith("study.name=") for o in overrides)
         return status.show(cfg, one_study=one)
     if verb == "export":
-        return _export(cfg, command)
+        # ensemble.* given: select an ensemble anew; else export what the study shipped.
+        given = any(o.lstrip("+").startswith("ensemble.") for o in overrides)
+        return _export(cfg, command, given)
     if verb == "ui":
         from automodel import ui
 
@@ -155,10 +158,10 @@ def _run(verb: str, overrides: list[str], show_cfg: str | None) -> int:
     raise AssertionError(verb)
 
 
-def _export(cfg, command: str) -> int:
+def _export(cfg, command: str, ensemble_given: bool = False) -> int:
     from automodel import study_export
 
-    path = study_export.export_study(cfg, command)
+    path = study_export.export_study(cfg, command, ensemble_given)
     print(path / "best_model.py")
     return 0
 

@@ -105,6 +105,16 @@ class StudyConfig:
 
 
 @dataclass
+class EnsembleConfig:
+    # At most this many members (greedy selection steps, with replacement) in the ensemble
+    # of the best trials; 0: no ensemble.
+    size: int = 10
+    # How many of the best trials may join (their weights and validation outputs are kept:
+    # study.keep_top_k is raised to it while size > 0).
+    candidates: int = 10
+
+
+@dataclass
 class TrainerConfig:
     max_epochs: int = 30
     eval_batch_size: int = 2048
@@ -131,6 +141,7 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     study: StudyConfig = field(default_factory=StudyConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     ui: UiConfig = field(default_factory=UiConfig)
     # The composed space (search_spaces/<choice>.yaml or the user's file, with the command
@@ -274,6 +285,7 @@ def validate(run: RunConfig) -> None:
             f"study.storage {mask_url(s.storage)!r} is not a database URL; use null for the "
             "default journal file, or for example postgresql+psycopg2://user:pw@host/db"
         )
+    _validate_ensemble(run.ensemble, s)
     _validate_tracking(run.tracking, run.ui)
     t = run.trainer
     if t.max_epochs < 1:
@@ -305,6 +317,18 @@ def validate(run: RunConfig) -> None:
             f"study.name {s.name!r} is not a valid name; use letters, digits, '.', '_' and '-' "
             "(at most 100 characters, starting with a letter or digit)"
         )
+
+
+def _validate_ensemble(e: EnsembleConfig, s: StudyConfig) -> None:
+    if e.candidates < 1:
+        raise ConfigError(f"ensemble.candidates must be >= 1, got {e.candidates}")
+    if not 0 <= e.size <= e.candidates:
+        raise ConfigError(
+            f"ensemble.size must be in 0..{e.candidates} (0: no ensemble; at most "
+            f"ensemble.candidates, the trials kept for it), got {e.size}"
+        )
+    if e.size:  # the candidates' weights must be on disk when the search ends
+        s.keep_top_k = max(s.keep_top_k, e.candidates)
 
 
 def _validate_tracking(t: TrackingConfig, ui: UiConfig) -> None:

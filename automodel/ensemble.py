@@ -2,7 +2,7 @@
 
 Given each candidate's outputs on the validation rows, add at each step the candidate that
 makes the averaged prediction best, repeat `size` times, and keep the counts as integer
-weights. Classification averages class probabilities, regression values. Ties on the
+weights (`Averaged`: the members as one module). Classification averages class probabilities, regression values. Ties on the
 study's metric (accuracy ties often on small validation splits) are broken by the loss of the
 averaged prediction, then by the candidate's rank, so the result is deterministic.
 
@@ -20,8 +20,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 
 from automodel import metrics
+from automodel.runtime.ensemble import average, probabilities
 
 
 @dataclass
@@ -32,21 +34,23 @@ class Selection:
     metrics: dict[str, float]  # every metric of the task for it
 
 
-def probabilities(task: str, outputs: torch.Tensor) -> torch.Tensor:
-    """What is averaged: class probabilities, or the (normalised) regression values."""
-    outputs = outputs.double()
-    return outputs.softmax(1) if task == "classification" else outputs
+# What is averaged, and how: the exported ensemble script's own code, so that the search's
+# ensemble and the script's give the same outputs.
+combine = average
 
 
-def combine(task: str, parts: list[torch.Tensor], weights: list[int]) -> torch.Tensor:
-    """The weighted average of members' outputs, shaped like one model's outputs.
+class Averaged(nn.Module):
+    """Members averaged with integer weights: the search's twin of an ensemble script's
+    Model, with the same state-dict names (members.<i>.<layer>...)."""
 
-    Classification returns log-probabilities (argmax as the averaged probabilities'), so the
-    metrics and losses of a single model apply unchanged.
-    """
-    total = sum(w * probabilities(task, p) for p, w in zip(parts, weights, strict=True))
-    mean = total / sum(weights)
-    return mean.clamp_min(1e-12).log() if task == "classification" else mean
+    def __init__(self, task: str, members: list[nn.Module], weights: list[int]):
+        super().__init__()
+        self.task = task
+        self.members = nn.ModuleList(members)
+        self.weights = list(weights)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return average(self.task, [member(x) for member in self.members], self.weights)
 
 
 def select(
@@ -77,7 +81,7 @@ def select(
     members = [i for i, c in enumerate(best_counts) if c]
     weights = [best_counts[i] for i in members]
     averaged = combine(task, [outputs[i].cpu() for i in members], weights)
-    scores = metrics.compute(task, averaged.float(), y, target_std)
+    scores = metrics.compute(task, averaged, y, target_std)
     return Selection(members, weights, scores[metric], scores)
 
 

@@ -22,8 +22,10 @@ from automodel.config import ConfigError, RunConfig
 from automodel.search.folds import dataset_of
 
 
-def export_study(cfg: RunConfig, command: str = "") -> Path:
-    """`python -m automodel export`: write <study>/export/ for the best trial or `cfg.trial`.
+def export_study(cfg: RunConfig, command: str = "", ensemble_given: bool = False) -> Path:
+    """`python -m automodel export`: write <study>/export/ for what the study shipped, the
+    best trial, `cfg.trial`, or (`ensemble_given`: ensemble.* on the command line) an
+    ensemble selected anew with `cfg.ensemble` (size 0: the best trial).
 
     The best trial comes from best_model.pt. Another trial comes from its kept weights, or is
     retrained from its seed (as the search's end would) when they were not kept; both take the
@@ -36,6 +38,17 @@ def export_study(cfg: RunConfig, command: str = "") -> Path:
             "list them with: python -m automodel status"
         )
     summary = _read_json(study_dir / "summary.json")
+    wanted = cfg.ensemble.size if ensemble_given else 0
+    if wanted and cfg.trial is not None:
+        raise ConfigError(
+            f"give trial={cfg.trial} or ensemble.size={wanted}, not both (ensemble.size=0 and "
+            "trial=<n> export one trial)"
+        )
+    shipped = summary.get("shipped") == "ensemble" and summary.get("ensemble")
+    if wanted or (cfg.trial is None and not ensemble_given and shipped):
+        from automodel import study_ensemble
+
+        return study_ensemble.export_ensemble(cfg, command, summary, wanted)
     model = None
     if cfg.trial is None or cfg.trial == summary.get("best_trial"):
         if not (study_dir / "best_model.pt").is_file():
@@ -68,7 +81,7 @@ def _trial_checkpoint(cfg: RunConfig, number: int) -> tuple[Checkpoint, torch.nn
     """Trial `number`'s checkpoint, with its test metric measured now, and its model."""
     if number < 0:
         raise ConfigError(f"trial must be a trial number >= 0, got {number}")
-    saved = _searched_with(cfg)
+    saved = searched_with(cfg)
     plan = search.prepare(saved)
     search.quiet_optuna()
     study = optuna.load_study(study_name=saved.study.name, storage=search.open_study_storage(saved))
@@ -101,7 +114,7 @@ def _trial_checkpoint(cfg: RunConfig, number: int) -> tuple[Checkpoint, torch.nn
     return ckpt, model
 
 
-def _searched_with(cfg: RunConfig) -> RunConfig:
+def searched_with(cfg: RunConfig) -> RunConfig:
     """The settings the study was searched with: its config.yaml and its own search space.
 
     The storage URL is masked on disk, so it comes from this command line (as for status).

@@ -37,6 +37,8 @@ FAST = [
     # of cross-validation and refit (tests/test_folds.py) ask for them.
     "data.cv_folds=0",
     "study.refit=false",
+    # The single best trial is shipped: tests/test_ensemble_search.py turns ensembles on.
+    "ensemble.size=0",
 ]
 
 

@@ -77,6 +77,19 @@ CASES = [
     ("workers", ["workers=0"], {}, "workers must be auto or an int >= 1, got 0"),
     ("keep_top_k", ["study.keep_top_k=0"], {}, "study.keep_top_k must be >= 1, got 0"),
     (
+        "ensemble size negative",
+        ["ensemble.size=-1"],
+        {},
+        "ensemble.size must be in 0..10 (0: no ensemble; at most ensemble.candidates",
+    ),
+    (
+        "ensemble larger than its candidates",
+        ["ensemble.size=6", "ensemble.candidates=4"],
+        {},
+        "ensemble.size must be in 0..4 (0: no ensemble; at most ensemble.candidates, the "
+        "trials kept for it), got 6",
+    ),
+    (
         "failure fraction",
         ["study.max_failure_fraction=2"],
         {},

@@ -68,7 +68,6 @@ def render(checkpoint: Checkpoint | dict, provenance: dict, model: nn.Module | N
     checked = validate.checkpoint(raw)
     model = _sequential(_built(raw) if model is None else _on_cpu(model), checked.family)
     model_class, blocks = layers.model_class(checked.family, checked.spec, model)
-    # (text, holds a def or class): ruff puts two blank lines around those, one elsewhere.
     parts = [
         (sections.docstring(checked, provenance), False),
         (verbatim.IMPORTS, False),
@@ -78,6 +77,12 @@ def render(checkpoint: Checkpoint | dict, provenance: dict, model: nn.Module | N
         (model_class, True),
         (verbatim.RUNTIME, True),
     ]
+    return join(parts)
+
+
+def join(parts: list[tuple[str, bool]]) -> str:
+    """The script from its parts, (text, holds a def or class): ruff puts two blank lines
+    around those, one elsewhere."""
     out = parts[0][0].strip("\n") + "\n"
     for (_, defs_before), (text, defs) in itertools.pairwise(parts):
         out += ("\n\n" if defs or defs_before else "\n") + text.strip("\n") + "\n"

@@ -127,8 +127,11 @@ LAYERS: dict[type[nn.Module], Layer] = {
 }
 
 
-def model_class(family: str, spec: DataSpec, model: nn.Sequential) -> tuple[str, list[str]]:
-    """(`class Model` rendered from `model`, the sources of the blocks it uses, in order)."""
+def model_class(
+    family: str, spec: DataSpec, model: nn.Sequential, name: str = "Model", of: str = "this trial"
+) -> tuple[str, list[str]]:
+    """(`class Model` rendered from `model`, the sources of the blocks it uses, in order);
+    an ensemble's member is `class <name>`, the network of trial `of`."""
     sources: dict[str, None] = {}  # an ordered set
     was_training = model.training
     # Eval mode: the layers run on one zero row, which must not move batch-norm statistics;
@@ -141,9 +144,8 @@ def model_class(family: str, spec: DataSpec, model: nn.Sequential) -> tuple[str,
     n_params = sum(p.numel() for p in model.parameters())
     text = "\n".join(
         [
-            "class Model(nn.Sequential):",
-            f'    """The {family} of this trial: {shape} inputs -> {outputs}, '
-            f'{n_params:,} parameters."""',
+            f"class {name}(nn.Sequential):",
+            f'    """The {family} of {of}: {shape} inputs -> {outputs}, {n_params:,} parameters."""',
             "",
             "    def __init__(self) -> None:",
             "        super().__init__(",

@@ -56,10 +56,10 @@ def docstring(checked: Checked, prov: dict) -> str:
     ]
     if prov.get("search_command") and prov["search_command"] != prov.get("command"):
         lines.append(f"searched with: {doc(prov['search_command'])}")
-    return "\n".join(lines + _usage(checked))
+    return "\n".join(lines + usage(checked))
 
 
-def _usage(checked: Checked) -> list[str]:
+def usage(checked: Checked) -> list[str]:
     spec = checked.spec
     needs = "torch and numpy" + (", and Pillow to read image files" if spec.image_mode else "")
     if checked.family in TORCHVISION_FAMILIES:

@@ -2,6 +2,8 @@
 
     RUNTIME          every module of automodel.runtime, body after its imports, in MODULES order
     IMPORTS          the import block those bodies need (and the script's generated part)
+    ENSEMBLE_RUNTIME the same for an ensemble script: runtime.ensemble's `train` in place of
+                     api's; ENSEMBLE_IMPORTS, and ENSEMBLE_GENERATED, the names it reads
     definition(m, n) the source of top-level definition `n` of module `m` (a class, a table)
     NAMES            the script's top-level names besides its blocks'
 
@@ -19,6 +21,7 @@ from types import ModuleType
 from automodel.runtime import (
     api,
     cli,
+    ensemble,
     evaluation,
     explain,
     importance,
@@ -32,6 +35,9 @@ from automodel.runtime import (
 # the script top-down. Module-level statements only read generated names or their own module,
 # and default values those of a module above (explain's read importance's REPEATS).
 MODULES = (api, inputs, evaluation, importance, explain, recipe, loop, cli)
+ENSEMBLE_MODULES = (api, ensemble, inputs, evaluation, importance, explain, recipe, loop, cli)
+# What an ensemble script leaves out of a module: its own definition replaces it.
+ENSEMBLE_REPLACES = {api: ("train",)}
 
 
 def _tree(module: ModuleType) -> tuple[str, ast.Module]:
@@ -39,15 +45,28 @@ def _tree(module: ModuleType) -> tuple[str, ast.Module]:
     return source, ast.parse(source)
 
 
-def body(module: ModuleType) -> str:
-    """A module's source after its docstring and imports (which must all come first)."""
+def body(module: ModuleType, without: tuple[str, ...] = ()) -> str:
+    """A module's source after its docstring and imports (which must all come first),
+    less the top-level functions or classes named in `without` (and the blank lines after
+    them, so the layout stays as ruff formats it)."""
     source, tree = _tree(module)
     statements = tree.body[1:] if ast.get_docstring(tree) is not None else tree.body
     imports = [s for s in statements if isinstance(s, (ast.Import, ast.ImportFrom))]
     if statements[: len(imports)] != imports:
         raise ValueError(f"{module.__name__}: imports must precede the module's code")
+    lines = source.splitlines(keepends=True)
+    for node in reversed(statements):
+        if getattr(node, "name", None) in without:
+            first = min([node.lineno, *(d.lineno for d in node.decorator_list)]) - 1
+            end = node.end_lineno
+            while end < len(lines) and not lines[end].strip():
+                end += 1
+            lines[first:end] = []
+    missing = set(without) - {getattr(node, "name", None) for node in statements}
+    if missing:
+        raise ValueError(f"{module.__name__} defines no {sorted(missing)[0]!r} to leave out")
     start = imports[-1].end_lineno if imports else 0
-    return "".join(source.splitlines(keepends=True)[start:]).strip("\n")
+    return "".join(lines[start:]).strip("\n")
 
 
 def imports(modules: tuple[ModuleType, ...]) -> str:
@@ -109,13 +128,14 @@ def defined(tree: ast.Module) -> set[str]:
     return out
 
 
-def _bodies(modules: tuple[ModuleType, ...], generated: set[str]) -> str:
+def _bodies(modules: tuple[ModuleType, ...], generated: set[str], without=None) -> str:
     """The modules' bodies, one after another; a name two of them define (or one defines and
-    the exporter generates) would silently replace the other in the script, so it is refused."""
+    the exporter generates) would silently replace the other in the script, so it is refused.
+    `without` maps a module to the definitions left out of it."""
     seen = {name: "the generated constants" for name in generated}
     texts = []
     for module in modules:
-        text = body(module)
+        text = body(module, (without or {}).get(module, ()))
         for name in defined(ast.parse(text)):
             if name in seen:
                 raise ValueError(f"{module.__name__} and {seen[name]} both define {name!r}")
@@ -124,10 +144,24 @@ def _bodies(modules: tuple[ModuleType, ...], generated: set[str]) -> str:
     return "\n\n\n".join(texts)
 
 
+def reads(text: str, names: frozenset[str]) -> frozenset[str]:
+    """Which of `names` the code `text` reads."""
+    loaded = {n.id for n in ast.walk(ast.parse(text)) if isinstance(n, ast.Name)}
+    return frozenset(loaded & names)
+
+
 # The names the exporter writes above the runtime, for which placeholders stands in.
 GENERATED = frozenset(defined(ast.parse(body(placeholders))))
 RUNTIME = _bodies(MODULES, GENERATED)
 IMPORTS = imports(MODULES)
+ENSEMBLE_RUNTIME = _bodies(ENSEMBLE_MODULES, GENERATED, ENSEMBLE_REPLACES)
+ENSEMBLE_IMPORTS = imports(ENSEMBLE_MODULES)
+# An ensemble script has no single recipe (OPTIMIZER, LR, ..., new_model): only these.
+ENSEMBLE_GENERATED = reads(ENSEMBLE_RUNTIME, GENERATED)
 
 # The script's top-level names other than its blocks': a block class must not shadow one.
-NAMES = GENERATED | defined(ast.parse(IMPORTS + "\n" + RUNTIME))
+NAMES = (
+    GENERATED
+    | defined(ast.parse(IMPORTS + "\n" + RUNTIME))
+    | defined(ast.parse(ENSEMBLE_IMPORTS + "\n" + ENSEMBLE_RUNTIME))
+)

@@ -139,33 +139,71 @@ def train(
     Returns the model (in eval mode) and its best validation METRIC (None without
     validation rows, in which case the last epoch's weights are kept).
     """
+    x, y, val = labelled_rows(rows, labels, val_rows, val_labels)
+    recipe = {
+        "optimizer": OPTIMIZER,
+        "lr": LR,
+        "weight_decay": WEIGHT_DECAY,
+        "momentum": MOMENTUM,
+        "schedule": SCHEDULE,
+        "batch_size": BATCH_SIZE,
+        "epochs": epochs,
+        "label_smoothing": LABEL_SMOOTHING,
+        "loss": LOSS,
+        "augment": AUGMENT,
+        "l1": L1,
+        "keep": KEEP,
+        "seed": seed,
+    }
+    torch.manual_seed(seed)
+    return fit(new_model(), recipe, x, y, val, log=log)
+
+
+def labelled_rows(rows, labels, val_rows=None, val_labels=None) -> tuple:
+    """(x, y, (val_x, val_y) or None): raw rows and labels as the model learns them."""
     x = prepare(rows)
-    y = targets(labels, len(x))
     val = None
     if val_rows is not None:
         val_x = prepare(val_rows)
         val = val_x, targets(val_labels, len(val_x))
-    torch.manual_seed(seed)
-    model = new_model()
+    return x, targets(labels, len(x)), val
+
+
+def fit(
+    model: nn.Module, recipe: dict, x, y, val=None, *, log=print
+) -> tuple[nn.Module, float | None]:
+    """Train `model` (just built, after seeding torch with recipe["seed"]) with `recipe`:
+    the names and values of a trial's training recipe (OPTIMIZER, LR, ... in lower case).
+
+    Returns the model in eval mode, with the weights of its best validation epoch when
+    `val` (inputs, targets) is given, and that epoch's METRIC (else the last epoch's, None).
+    """
     layout = memory_format(model)
     model.to(memory_format=layout)
     x = in_layout(x, layout)
     if val is not None:
         val = in_layout(val[0], layout), val[1]
-    params = model.parameters()
-    optimizer = new_optimizer(params, OPTIMIZER, LR, WEIGHT_DECAY, MOMENTUM, True)
+    optimizer = new_optimizer(
+        model.parameters(),
+        recipe["optimizer"],
+        recipe["lr"],
+        recipe["weight_decay"],
+        recipe["momentum"],
+        True,
+    )
+    epochs = recipe["epochs"]
     run = train_epochs(
         model,
         x,
         y,
         optimizer,
-        new_loss(TASK, LOSS, LABEL_SMOOTHING),
+        new_loss(TASK, recipe["loss"], recipe["label_smoothing"]),
         epochs=epochs,
-        batch_size=BATCH_SIZE,
-        seed=seed,
-        augmentation=AUGMENT,
-        schedule=new_schedule(optimizer, SCHEDULE, epochs),
-        l1=L1,
+        batch_size=recipe["batch_size"],
+        seed=recipe["seed"],
+        augmentation=recipe["augment"],
+        schedule=new_schedule(optimizer, recipe["schedule"], epochs),
+        l1=recipe["l1"],
     )
     direction = TASKS[TASK][1]
     best, best_state = worst(direction), None
@@ -176,7 +214,7 @@ def train(
             line += f"  val_{METRIC} {value:.4f}"
             if better(direction, value, best):
                 best = value
-                best_state = snapshot(model) if KEEP == "best" else None
+                best_state = snapshot(model) if recipe["keep"] == "best" else None
         log(line)
     restore(model, best_state)
     return model.eval(), (best if val is not None else None)

@@ -246,8 +246,15 @@ def _parser() -> argparse.ArgumentParser:
         "--val-input", help="validation inputs: keep the best epoch's weights"
     )
     t.add_argument("--val-labels", help="labels of the validation inputs")
-    t.add_argument("--epochs", type=int, default=EPOCHS, help="default: %(default)s")
-    t.add_argument("--seed", type=int, default=SEED, help="default: %(default)s")
+    # An ensemble's members each keep their own (EPOCHS and SEED are None there).
+    own = "default: %(default)s" if EPOCHS is not None else "default: each member's own"
+    t.add_argument("--epochs", type=int, default=EPOCHS, help=own)
+    own = (
+        "default: %(default)s"
+        if SEED is not None
+        else "default: each member's own; given, member i starts from it + i"
+    )
+    t.add_argument("--seed", type=int, default=SEED, help=own)
     t.add_argument("--output", default="retrained.pt", help="default: %(default)s")
     t.set_defaults(run=_train_command)
     x = commands.add_parser("explain", help="which inputs the predictions rely on")

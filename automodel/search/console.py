@@ -121,7 +121,8 @@ def print_summary(summary: dict) -> None:
         f"({c['complete']} complete, {c['pruned']} pruned, {c['failed']} failed):\n"
         f"  val  {val}\n"
         f"  test {test}\n"
-        f"  params: {params}\n"
+        + _ensemble_lines(summary)
+        + f"  params: {params}\n"
         + _importance(summary.get("importance"))
         + f"  outputs: {Path(summary['weights']).parent}/ (summary.json, best_model.pt, best_params.json)"
         + (f"\n  export: {summary['export']}/best_model.py" if summary.get("export") else ""),
@@ -141,6 +142,28 @@ def _importance(entry: dict | None, shown: int = 5) -> str:
     )
     top = ", ".join(f"{t['name']} {t['mean']:.3g}" for t in entry["top"][:shown])
     return f"  importance ({what}): {top}\n"
+
+
+def _ensemble_lines(summary: dict) -> str:
+    """The ensemble's metrics, and whether it is what the export holds."""
+    e = summary.get("ensemble")
+    if not e:
+        return ""
+    members = ", ".join(f"{t} (x{w})" for t, w in zip(e["members"], e["weights"], strict=True))
+    shipped = (
+        "shipped"
+        if summary.get("shipped") == "ensemble"
+        else "not shipped: no better than the best trial on validation"
+    )
+    if summary.get("shipped") != "ensemble" and str(summary.get("export_error", "")).startswith(
+        "ensemble:"
+    ):
+        shipped = "not shipped: it could not be exported"
+    lines = [f"  ensemble of trials {members}, {shipped}:"]
+    for split in ("val", "test"):
+        values = "  ".join(f"{k} {v:.4f}" for k, v in (e[split] or {}).items())
+        lines.append(f"    {split:<4} {values}")
+    return "\n".join(lines) + "\n"
 
 
 def _fmt(v) -> str:

@@ -1,6 +1,7 @@
-"""The end of a search: the model it ships (the best trial's, or its refit: search.refit),
-built once; the test split, evaluated once; best_model.pt, best_params.json, importance.json,
-the export and summary.json (written here and only here).
+"""The end of a search: the model it ships (the best trial's, its refit: search/refit.py, or
+the ensemble of the best trials: search/ensembling.py), built once; the test split, evaluated
+once; best_model.pt, best_params.json, importance.json, the export of what the study ships and
+summary.json (written here and only here).
 
 The test split is touched only here, after the search has chosen: it never steers selection.
 """
@@ -17,6 +18,7 @@ from optuna.trial import TrialState
 from automodel import export, importance, metrics, outputs, train
 from automodel.checkpoint import Checkpoint
 from automodel.data import Dataset
+from automodel.search import ensembling
 from automodel.search.console import warn
 from automodel.search.plan import Plan
 from automodel.search.refit import described, shipped
@@ -48,16 +50,20 @@ def finish(
     ckpt.save(study_dir / "best_model.pt")
     outputs.write_json(study_dir / "best_params.json", ckpt.params)
     summary = {**_summary(plan, study, ckpt, wall, command), **described(ckpt)}
-    summary["importance"] = _explain(plan, model, dataset)
+    chosen = ensembling.build(plan, study, device)  # None unless ensemble.size > 0
     if tracker is not None:
         # Final before the export, whose provenance names it: duplicates are merged by now.
         summary["mlflow_run_id"] = tracker.settle()
-    summary["export"] = _export(study_dir, ckpt, model, summary)
+    prov = export.provenance(summary["study"], command, summary.get("mlflow_run_id"))
+    sent, sent_outputs = ensembling.ship(plan, chosen, ckpt, model, summary, prov)
+    if sent_outputs is not None:  # the ensemble: its members read the search's own data
+        dataset, test_outputs = plan.data.to(device), sent_outputs
+    summary["importance"] = _explain(plan, sent, dataset)
     outputs.write_json(study_dir / "summary.json", summary)
     if tracker is not None:
         # The shipped model's data: its normalisation is what the registered model applies.
         shipped_plan = dataclasses.replace(plan, data=dataset)
-        tracker.finish_study(shipped_plan, study, summary, model, test_outputs)
+        tracker.finish_study(shipped_plan, study, summary, sent, test_outputs)
         if summary["export"]:
             tracker.log_export(Path(summary["export"]))
     return summary
@@ -100,19 +106,6 @@ def _summary(plan: Plan, study: optuna.Study, ckpt: Checkpoint, wall: float, com
         "weights": str(cfg.study_dir / "best_model.pt"),
         "command": command,
     }
-
-
-def _export(study_dir: Path, ckpt: Checkpoint, model: torch.nn.Module, summary: dict):
-    """Write export/ (best_model.py and its weights) from the model already built. A model the
-    exporter cannot write is reported (stderr and summary["export_error"]) rather than failing
-    the finished search."""
-    prov = export.provenance(summary["study"], summary["command"], summary.get("mlflow_run_id"))
-    try:
-        return str(export.write(study_dir, ckpt.to_dict(), prov, model=model))
-    except export.ExportError as err:
-        warn(f"the best model was not exported: {err}")
-        summary["export_error"] = str(err)
-        return None
 
 
 def _explain(plan: Plan, model: torch.nn.Module, dataset: Dataset) -> dict | None:

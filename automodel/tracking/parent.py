@@ -222,10 +222,17 @@ class ParentRun:
         values |= {f"n_{k}": v for k, v in summary["counts"].items()}
         values |= {"best_trial": summary["best_trial"], "wall_seconds": summary["wall_seconds"]}
         values |= _selection_values(summary)
+        chosen = summary.get("ensemble")  # null when ensembles are off
+        for split in ("val", "test") if chosen else ():
+            values |= {f"ensemble_{split}_{k}": v for k, v in (chosen[split] or {}).items()}
         metrics = [Metric(k, float(v), now, step) for k, v in values.items()]
         tags = [RunTag(f"best.{k}", text(v)) for k, v in summary["params"].items()]
         tags.append(RunTag("automodel.best_trial", str(summary["best_trial"])))
         tags.append(RunTag("automodel.refit", str(bool(summary.get("refit"))).lower()))
+        tags.append(RunTag("automodel.shipped", summary.get("shipped", "trial")))
+        if chosen:
+            tags.append(RunTag("automodel.ensemble_members", ",".join(map(str, chosen["members"]))))
+            tags.append(RunTag("automodel.ensemble_weights", ",".join(map(str, chosen["weights"]))))
         if summary.get("command"):
             tags.append(RunTag("automodel.command", mask(summary["command"])))
         log_batch(self.client, self.id, metrics=metrics, tags=tags)
@@ -239,9 +246,7 @@ class ParentRun:
         tag; the others are logged all the same.
         """
         spec = plan.data.spec
-        title = f"trial {summary['best_trial']} on the test split: " + ", ".join(
-            f"{k} {v:.4g}" for k, v in summary["test"].items()
-        )
+        title = _shipped_title(summary)
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp) / "plots"
             _, skipped = study_plots(study, out)
@@ -255,3 +260,13 @@ class ParentRun:
     def end(self, status: str, why: str | None) -> None:
         """End the parent with `status` and the reason the search broke off."""
         end_run(self.client, self.id, status, None, {STOP_TAG: mask(why)[:TAG_LIMIT]}, [])
+
+
+def _shipped_title(summary: dict) -> str:
+    """What the test-split plots show: the shipped ensemble's or the best trial's metrics."""
+    if summary.get("shipped") == "ensemble":
+        trials = ", ".join(map(str, summary["ensemble"]["members"]))
+        what, test = f"ensemble of trials {trials}", summary["ensemble"]["test"]
+    else:
+        what, test = f"trial {summary['best_trial']}", summary["test"]
+    return f"{what} on the test split: " + ", ".join(f"{k} {v:.4g}" for k, v in test.items())

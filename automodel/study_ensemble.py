@@ -1,0 +1,81 @@
+"""The `export` verb for ensembles: a finished study's ensemble written as one best_model.py.
+
+    export_ensemble(cfg, command, summary, size) -> the export folder
+
+size 0: the ensemble the study shipped (summary.json's members and weights). size k: an
+ensemble selected anew in k steps among the trials the study kept (the search kept the best
+`ensemble.candidates` with their validation outputs), so that no trial is retrained. Both
+measure the ensemble's test metrics then, with the settings the study was searched with.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import optuna
+import torch
+
+from automodel import export, search
+from automodel.config import ConfigError, RunConfig
+from automodel.export import ensemble as rendering
+from automodel.search import ensembling
+from automodel.study import ranked
+from automodel.study_export import searched_with
+
+
+def export_ensemble(cfg: RunConfig, command: str, summary: dict, size: int) -> Path:
+    """Write <study>/export/ for an ensemble of the study's trials (see the module)."""
+    saved = searched_with(cfg)
+    name = cfg.study.name
+    search.quiet_optuna()
+    study = optuna.load_study(study_name=saved.study.name, storage=search.open_study_storage(saved))
+    best = ranked(study)
+    # The trials the search kept weights (and validation outputs) for.
+    kept = best[: min(cfg.ensemble.candidates, saved.study.keep_top_k)]
+    if size > len(kept):
+        raise ConfigError(
+            f"ensemble.size={size} is more than the {len(kept)} trials study {name!r} kept for "
+            f"an ensemble (study.keep_top_k={saved.study.keep_top_k} when searched); choose "
+            f"ensemble.size <= {len(kept)}, or search with ensemble.candidates >= {size}"
+        )
+    plan = search.prepare(saved)
+    if saved.trainer.threads:  # as the trials ran: a thread count can change the last bits
+        torch.set_num_threads(saved.trainer.threads)
+    device = torch.device("cpu")
+    if size:
+        chosen = ensembling.select(plan, kept, device, size=size)
+    else:
+        entry = summary["ensemble"]
+        by_number = {t.number: t for t in best}
+        missing = [n for n in entry["members"] if n not in by_number]
+        if missing:
+            raise ConfigError(f"study {name!r} has no complete trial {missing[0]}")
+        members = [by_number[n] for n in entry["members"]]
+        chosen = ensembling.select(plan, members, device, weights=entry["weights"])
+    ensembling.measure(plan, chosen)
+    if not cfg.quiet:
+        _report(chosen, summary, plan.data.spec.metric)
+    prov = export.provenance(name, command, summary.get("mlflow_run_id"), summary.get("command"))
+    scores = {"val": chosen.val, "test": chosen.test}
+    try:
+        return rendering.write(
+            cfg.study_dir, chosen.members, chosen.weights, scores, prov, chosen.models
+        )
+    except export.ExportError as err:
+        raise ConfigError(f"cannot export the ensemble: {err}") from None
+
+
+def _report(chosen: ensembling.Ensemble, summary: dict, metric: str) -> None:
+    """The ensemble beside the best trial, on validation: what the user chose between."""
+    members = ", ".join(
+        f"{c.trial} (x{w})" for c, w in zip(chosen.members, chosen.weights, strict=True)
+    )
+    single = (summary.get("val") or {}).get(metric)
+    versus = f" (best trial {summary['best_trial']}: {single:.4f})" if single is not None else ""
+    print(
+        f"ensemble of trials {members}: val {metric} {chosen.val[metric]:.4f}{versus}, "
+        f"test {metric} {chosen.test[metric]:.4f}",
+        file=sys.stderr,
+        flush=True,
+    )
