@@ -94,6 +94,12 @@ class StudyConfig:
     keep_top_k: int = 1
     max_failure_fraction: float = 0.5
     failure_window: int = 20
+    # End the search early once more trials are unlikely to help (search/converge.py).
+    stop_when_converged: bool = True
+    # Converged: no new best by more than converge_tolerance (relative to the best value) in
+    # the last converge_patience finished trials; null scales it with the space's size.
+    converge_patience: int | None = None
+    converge_tolerance: float = 0.001
 
 
 @dataclass
@@ -218,6 +224,12 @@ def validate(run: RunConfig) -> None:
         )
     if s.failure_window < 1:
         raise ConfigError(f"study.failure_window must be >= 1, got {s.failure_window}")
+    if s.converge_patience is not None and s.converge_patience < 1:
+        raise ConfigError(
+            f"study.converge_patience must be >= 1 or null, got {s.converge_patience}"
+        )
+    if not 0 <= s.converge_tolerance < 1:
+        raise ConfigError(f"study.converge_tolerance must be in [0, 1), got {s.converge_tolerance}")
     if s.storage is not None and "://" not in s.storage:
         raise ConfigError(
             f"study.storage {mask_url(s.storage)!r} is not a database URL; use null for the "
