@@ -138,6 +138,8 @@ class RunConfig:
     workers: Any = "auto"  # CPU worker processes: "auto" (one per core, at most 8) or a count
     trials_per_device: int = 1
     quiet: bool = False
+    # Gradient boosting at default settings beside every table result (baseline.py).
+    baseline: bool = True
     # Extra keys some verbs take (export's trial number); not part of conf/.
     trial: int | None = None
 

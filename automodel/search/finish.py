@@ -1,5 +1,6 @@
 """The end of a search: the best trial's model, built once; the test split, evaluated once;
-best_model.pt, best_params.json, the export and summary.json (written here and only here).
+best_model.pt, best_params.json, the export and summary.json (written here and only here),
+with why the search stopped and, for a table, the gradient-boosting baseline beside it.
 
 The test split is touched only here, after the search has chosen: it never steers selection.
 """
@@ -12,9 +13,10 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
-from automodel import export, metrics, outputs, train
+from automodel import baseline, export, metrics, outputs, train
 from automodel.checkpoint import Checkpoint
 from automodel.data import Dataset
+from automodel.search import converge
 from automodel.search.console import warn
 from automodel.search.plan import Plan
 from automodel.search.trial import SearchStopped, trained
@@ -91,10 +93,19 @@ def _summary(plan: Plan, study: optuna.Study, ckpt: Checkpoint, wall: float, com
         "counts": {k: c[k] for k in ("complete", "pruned", "failed")},
         "n_trials": cfg.study.n_trials,
         "wall_seconds": round(wall, 2),
+        "stop_reason": converge.stop_reason(study, cfg, wall),
+        "baseline": _baseline(plan),
         "storage": storage_label(cfg),
         "weights": str(cfg.study_dir / "best_model.pt"),
         "command": command,
     }
+
+
+def _baseline(plan: Plan) -> dict | None:
+    """Gradient boosting at default settings on the same training rows, for a table."""
+    if not plan.cfg.baseline or not baseline.applies(plan.data):
+        return None
+    return baseline.gradient_boosting(plan.data, plan.cfg.seed)
 
 
 def _export(study_dir: Path, ckpt: Checkpoint, model: torch.nn.Module, summary: dict):
