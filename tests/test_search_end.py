@@ -8,6 +8,7 @@ import json
 
 import optuna
 import pytest
+import torch
 from optuna.trial import TrialState
 
 from automodel import baseline, config, search, status
@@ -91,6 +92,24 @@ def test_workers_share_the_decision_and_all_stop(make_run):
     # After the decision only the trials already running (one per worker) may finish.
     assert len(finished) <= decided["finished"] + 2
     assert {t.user_attrs["worker"] for t in finished} and len(finished) < 60
+
+
+def test_a_decision_on_the_study_stops_every_worker_until_the_next_invocation(make_run):
+    """The record, not each worker's own judgement, stops them: a worker whose view would
+    not stop honours it, and a new search clears it."""
+    run = make_run("study.n_trials=3")
+    plan = search.prepare(run)
+    study = search.open_study(plan)
+    study.set_user_attr(converge.STOP_ATTR, {"best_trial": 0, "patience": 1, "finished": 0})
+    search.run_trials(plan, study, torch.device("cpu"))
+    assert study.trials == []  # converged by the record alone: nothing ran
+    summary = search.search(run)  # a new invocation judges afresh
+    assert summary["stop_reason"] == "n_trials" and len(load_study(run.study_dir).trials) == 3
+
+
+def test_a_search_that_runs_out_of_time_says_timeout(make_run):
+    run = make_run("study.n_trials=100000", "study.timeout=3", "study.stop_when_converged=false")
+    assert search.search(run)["stop_reason"] == "timeout"
 
 
 # ---------------------------------------------------------------------- the baseline
