@@ -102,6 +102,12 @@ class StudyConfig:
     # After the search, retrain the best params on every non-test row (the best epoch count)
     # and ship that model, instead of the best trial's own.
     refit: bool = True
+    # End the search early once more trials are unlikely to help (search/converge.py).
+    stop_when_converged: bool = True
+    # Converged: no new best by more than converge_tolerance (relative to the best value) in
+    # the last converge_patience finished trials; null scales it with the space's size.
+    converge_patience: int | None = None
+    converge_tolerance: float = 0.001
 
 
 @dataclass
@@ -158,6 +164,8 @@ class RunConfig:
     quiet: bool = False
     # The end of a search explains the best model on the test split (importance.json).
     explain: bool = True
+    # Gradient boosting at default settings beside every table result (baseline.py).
+    baseline: bool = True
     # Extra keys some verbs take (export's trial number); not part of conf/.
     trial: int | None = None
 
@@ -280,6 +288,12 @@ def validate(run: RunConfig) -> None:
         )
     if s.failure_window < 1:
         raise ConfigError(f"study.failure_window must be >= 1, got {s.failure_window}")
+    if s.converge_patience is not None and s.converge_patience < 1:
+        raise ConfigError(
+            f"study.converge_patience must be >= 1 or null, got {s.converge_patience}"
+        )
+    if not 0 <= s.converge_tolerance < 1:
+        raise ConfigError(f"study.converge_tolerance must be in [0, 1), got {s.converge_tolerance}")
     if s.storage is not None and "://" not in s.storage:
         raise ConfigError(
             f"study.storage {mask_url(s.storage)!r} is not a database URL; use null for the "

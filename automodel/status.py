@@ -100,6 +100,7 @@ def _show_study(cfg: RunConfig, top: int) -> int:
     if failed:
         cause, n = most_common_failure(failed)
         print(f"most common failure ({n}x): {cause}")
+    _show_result(_summary(cfg.study_dir))
     return 0
 
 
@@ -119,6 +120,21 @@ def _selection(summary: dict) -> str:
     )
     test = ", ".join(f"{k} {_num(v)}" for k, v in summary.get("test", {}).items())
     return f"selection: {how}; shipped: {shipped} (test {test})"
+
+
+def _show_result(summary: dict) -> None:
+    """The last search's end, from its summary.json: why it stopped, the baseline beside it."""
+    if summary.get("stop_reason"):
+        print(f"last search stopped: {summary['stop_reason']}")
+    base = summary.get("baseline")
+    if not base:
+        return
+    metric = next(iter(base["test"]))
+    searched = summary.get("test", {}).get(metric)
+    print(
+        f"baseline {base['model']}: val {metric} {_num(base['val'][metric])}, test {metric} "
+        f"{_num(base['test'][metric])} (the search's {_num(searched)}; {base['seconds']:g} s)"
+    )
 
 
 def _num(v) -> str:

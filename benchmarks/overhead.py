@@ -74,6 +74,7 @@ def measure(overrides: list[str], runs_dir: str) -> dict[str, float]:
                 "workers=1",
                 "trainer.threads=1",
                 "quiet=true",
+                "study.stop_when_converged=false",  # every case runs its trial count
                 f"runs_dir={runs_dir}",
             ]
         )

@@ -205,6 +205,8 @@ def main() -> None:
             for key in ("automodel", "hgb", "autogluon"):
                 r = result.get(key, {})
                 cells += [r.get("test", r.get("error", "-")), r.get("seconds", "-")]
+                if key == "automodel":  # why the search ended: the budget or convergence
+                    cells.append(r.get("stop") or "-")
             rows.append(cells)
             print(sbs.table(_headers(), [cells]).splitlines()[-1], flush=True)
     print(f"\ntables side by side, budget {args.budget:g} s, {sbs.load()}\n")
@@ -214,7 +216,7 @@ def main() -> None:
 
 
 def _headers() -> list[str]:
-    return ["table", "seed", "metric", "automodel", "s", "HGB", "s", "AutoGluon", "s"]
+    return ["table", "seed", "metric", "automodel", "s", "stop", "HGB", "s", "AutoGluon", "s"]
 
 
 def summary(records: list) -> str:

@@ -38,6 +38,7 @@ def loop(runs_dir: Path, args, tracked: bool) -> dict:
         f"study.n_trials={args.trials}",
         f"trainer.max_epochs={args.epochs}",
         "study.pruner=none",  # every trial runs every epoch: the most logging per trial
+        "study.stop_when_converged=false",  # the same trial count with and without
         "trainer.threads=1",
         "quiet=true",
         f"tracking.enabled={str(tracked).lower()}",

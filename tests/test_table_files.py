@@ -133,3 +133,57 @@ def test_bad_reading_settings_are_one_line_exit_2_nothing_written(
     err = res.stderr.strip()
     assert err.startswith("error: ") and "\n" not in err and fragment in err, err
     assert tree(runs) == []
+
+
+def _unreadable(tmp_path, frame) -> dict[str, tuple[dict, str]]:
+    """case -> (tablefile.read arguments, fragment of the one-line error)."""
+    frame.to_csv(tmp_path / "latin.csv", index=False, encoding="latin-1")
+    frame.to_csv(tmp_path / "t.tsv", index=False, sep="\t")
+    (tmp_path / "junk.parquet").write_bytes(b"not parquet at all")
+    return {
+        "undecodable": (
+            {"path": tmp_path / "latin.csv"},
+            f"data.path '{tmp_path / 'latin.csv'}' is not utf-8 text (byte 0xe8 at offset 26); "
+            "set data.encoding, for example data.encoding=latin-1",
+        ),
+        "one column": (
+            {"path": tmp_path / "t.tsv", "delimiter": ";"},
+            "t.tsv reads as one column 'width\\tcity\\tlabel' with delimiter semicolon; its "
+            "header holds tab: set data.delimiter=tab",
+        ),
+        "not parquet": (
+            {"path": tmp_path / "junk.parquet"},
+            f"data.path '{tmp_path / 'junk.parquet'}' is not a readable Parquet file",
+        ),
+        # Root reads any file whatever its mode; the kernel still refuses this one (EIO).
+        "os refuses": ({"path": "/proc/self/mem"}, "'/proc/self/mem' cannot be read: "),
+    }
+
+
+@pytest.mark.parametrize("case", ["undecodable", "one column", "not parquet", "os refuses"])
+def test_an_unreadable_table_names_the_file_and_what_to_set(tmp_path, frame, case):
+    arguments, fragment = _unreadable(tmp_path, frame)[case]
+    if case == "os refuses" and not tablefile.Path("/proc/self/mem").is_file():
+        pytest.skip("no /proc/self/mem here")
+    with pytest.raises(ValueError) as err:
+        tablefile.read(**arguments)
+    assert fragment in str(err.value) and "\n" not in str(err.value)
+
+
+def test_parquet_without_pyarrow_is_one_line_exit_2_nothing_written(tmp_path, frame):
+    path = tmp_path / "t.parquet"
+    frame.to_parquet(path)
+    blocker = tmp_path / "blocker" / "pyarrow"
+    blocker.mkdir(parents=True)
+    (blocker / "__init__.py").write_text("raise ImportError('no pyarrow here')\n")
+    runs = tmp_path / "runs"
+    res = cli(
+        "search", *BASE, "data=csv", f"data.path={path}", "data.target=label",
+        f"runs_dir={runs}", env={"PYTHONPATH": str(blocker.parent)},
+    )  # fmt: skip
+    assert res.returncode == 2, (res.stdout, res.stderr)
+    assert res.stderr == (
+        f"error: reading data.path '{path}' needs pyarrow: pip install pyarrow (or give the "
+        "table as a CSV file)\n"
+    )
+    assert tree(runs) == []

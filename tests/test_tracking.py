@@ -193,6 +193,10 @@ def test_the_parent_holds_settings_result_and_plots(tracked):
     assert metrics["test_accuracy"] == pytest.approx(tracked.summary["test"]["accuracy"])
     assert (metrics["n_complete"], metrics["n_pruned"], metrics["n_failed"]) == (1, 1, 1)
     assert metrics["cv_folds"] == 0 and parent.data.tags["automodel.refit"] == "false"
+    base = tracked.summary["baseline"]  # gradient boosting beside the table's result
+    assert metrics["baseline_val_f1_macro"] == pytest.approx(base["val"]["f1_macro"])
+    assert metrics["baseline_test_accuracy"] == pytest.approx(base["test"]["accuracy"])
+    assert parent.data.tags["automodel.stop_reason"] == tracked.summary["stop_reason"]
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"config.yaml", "search_space.yaml", "summary.json", "best_params.json"} <= artifacts
     pictures = {Path(a.path).name for a in client.list_artifacts(parent.info.run_id, "plots")}

@@ -13,19 +13,23 @@ that names the file, what was seen and the setting that changes it.
 from __future__ import annotations
 
 import codecs
-import csv
 import re
 from pathlib import Path
 
 import numpy as np
 
 from automodel.errors import first_line
+from automodel.runtime.inputs import (
+    DELIMITERS,
+    cell_text,
+    decimal_commas,
+    point_decimal,
+    sniff_delimiter,
+)
 
-DELIMITERS = (",", ";", "\t", "|")
+# The delimiter and decimal rules are the runtime's, which the exported script reads with.
 PARQUET_SUFFIXES = (".parquet", ".pq")
 _SAMPLE_BYTES = 64 * 1024
-_COMMA_NUMBER = re.compile(r"^[+-]?(\d+,\d*|,\d+)([eE][+-]?\d+)?$")
-_DOT_NUMBER = re.compile(r"^[+-]?(\d+\.\d*|\.\d+)([eE][+-]?\d+)?$")
 _PANDAS_FIELDS = re.compile(r"Expected (\d+) fields in line (\d+), saw (\d+)")
 _SHOWN = {"\t": "tab", ",": "comma", ";": "semicolon", "|": "pipe"}
 
@@ -63,7 +67,7 @@ def _delimited(path: Path, delimiter: str | None, encoding: str, decimal: str | 
 
     encoding = "utf-8-sig" if codecs.lookup(encoding).name == "utf-8" else encoding
     sample = _sample(path, encoding)
-    delimiter = delimiter or _sniff(sample)
+    delimiter = delimiter or sniff_delimiter(sample, cut=len(sample) >= _SAMPLE_BYTES)
     try:
         frame = pd.read_csv(
             path,
@@ -85,9 +89,8 @@ def _delimited(path: Path, delimiter: str | None, encoding: str, decimal: str | 
     cells = np.vectorize(str.strip, otypes=[object])(cells) if cells.size else cells
     if cells.shape[1] == 1 and len(cells):
         _refuse_one_column(path, delimiter, str(cells[0, 0]))
-    if decimal == "," or (decimal is None and delimiter != "," and _comma_decimals(cells)):
-        commas = np.vectorize(lambda t: bool(_COMMA_NUMBER.match(t)), otypes=[bool])(cells)
-        cells[commas] = [t.replace(",", ".") for t in cells[commas]]
+    if decimal_commas(cells[1:].ravel(), delimiter, decimal):  # the header row excluded
+        cells = np.vectorize(point_decimal, otypes=[object])(cells)
     return cells
 
 
@@ -97,27 +100,8 @@ def _sample(path: Path, encoding: str) -> str:
             return f.read(_SAMPLE_BYTES)
     except UnicodeDecodeError as err:
         raise ValueError(_decode_message(path, encoding, err)) from None
-
-
-def _sniff(sample: str) -> str:
-    """The delimiter among DELIMITERS that splits the first lines into equal, >1 cell rows."""
-    lines = [line for line in sample.splitlines()[:20] if line.strip()]
-    if len(lines) > 1 and not sample.endswith(("\n", "\r")) and len(sample) >= _SAMPLE_BYTES:
-        lines = lines[:-1]  # the sample may end inside a line
-    try:
-        return csv.Sniffer().sniff("\n".join(lines), delimiters="".join(DELIMITERS)).delimiter
-    except csv.Error:
-        header = lines[0] if lines else ""
-        counts = {d: header.count(d) for d in DELIMITERS}
-        best = max(counts, key=counts.get)
-        return best if counts[best] else ","
-
-
-def _comma_decimals(cells: np.ndarray) -> bool:
-    """Numbers written with decimal commas and none with points (the header row excluded)."""
-    body = cells[1:].ravel()
-    has_comma = any(_COMMA_NUMBER.match(t) for t in body)
-    return has_comma and not any(_DOT_NUMBER.match(t) for t in body)
+    except OSError as err:  # no permission, an I/O error: the file, not the settings
+        raise ValueError(f"data.path {str(path)!r} cannot be read: {err.strerror or err}") from None
 
 
 def _refuse_one_column(path: Path, delimiter: str, header: str) -> None:
@@ -166,13 +150,7 @@ def _parquet(path: Path) -> np.ndarray:
         raise ValueError(
             f"data.path {str(path)!r} is not a readable Parquet file: {first_line(err)}"
         ) from None
-    columns = [[_text(v) for v in column.to_pylist()] for column in table.columns]
+    columns = [[cell_text(v) for v in column.to_pylist()] for column in table.columns]
     header = np.array([table.column_names], dtype=object)
     body = np.array(columns, dtype=object).T.reshape(table.num_rows, table.num_columns)
     return np.concatenate([header, body]) if table.num_rows else header
-
-
-def _text(value) -> str:
-    if value is None or (isinstance(value, float) and value != value):
-        return ""
-    return repr(value) if isinstance(value, float) else str(value).strip()

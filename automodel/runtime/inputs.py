@@ -1,12 +1,16 @@
-"""Raw inputs -> numbers: table cells encoded column by column, image files read as pixels.
+"""Raw inputs -> numbers: table cells encoded column by column, image files read as pixels,
+and the rules that split delimited text into cells.
 
-The search encodes its data with these functions (data.table, data.images), and the exported
-script holds them as they are, so both turn a raw row into the same numbers.
+The search encodes its data with these functions (data.table, data.images) and reads table
+files by the same delimiter and decimal rules (data.tablefile), and the exported script holds
+them as they are, so both turn a raw row into the same numbers.
 """
 
 from __future__ import annotations
 
+import csv
 import math
+import re
 import zlib
 
 import numpy as np
@@ -21,6 +25,50 @@ COLUMN_SETTINGS = {
 }
 IMAGE_SUFFIXES = (".bmp", ".gif", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
 IMAGE_MODES = {"L": 1, "RGB": 3}  # the Pillow modes images are read in -> channels
+# Delimited text: the delimiters detected, and numbers written with a decimal comma or point.
+DELIMITERS = (",", ";", "\t", "|")
+COMMA_NUMBER = re.compile(r"^[+-]?(\d+,\d*|,\d+)([eE][+-]?\d+)?$")
+DOT_NUMBER = re.compile(r"^[+-]?(\d+\.\d*|\.\d+)([eE][+-]?\d+)?$")
+
+
+def sniff_delimiter(sample: str, cut: bool = False) -> str:
+    """The delimiter among DELIMITERS that splits the sample's first lines into equal rows of
+    more than one cell; else the one the first line holds most of; else a comma. `cut`: the
+    sample is the start of a longer text, so its last line may be partial."""
+    lines = [line for line in sample.splitlines()[:20] if line.strip()]
+    if cut and len(lines) > 1 and not sample.endswith(("\n", "\r")):
+        lines = lines[:-1]
+    try:
+        return csv.Sniffer().sniff("\n".join(lines), "".join(DELIMITERS)).delimiter
+    except csv.Error:
+        header = lines[0] if lines else ""
+        counts = {d: header.count(d) for d in DELIMITERS}
+        best = max(counts, key=counts.get)
+        return best if counts[best] else ","
+
+
+def decimal_commas(cells, delimiter: str, decimal) -> bool:
+    """Whether numbers in `cells` (stripped text, no header) are read with a decimal comma:
+    `decimal` says so, or with `decimal` None, the text is not comma-delimited and writes
+    numbers with commas and never with points."""
+    if decimal is not None or delimiter == ",":
+        return decimal == ","
+    cells = list(cells)
+    has_comma = any(COMMA_NUMBER.match(t) for t in cells)
+    return has_comma and not any(DOT_NUMBER.match(t) for t in cells)
+
+
+def point_decimal(text: str) -> str:
+    """`3,5` -> `3.5`; any other text as it is."""
+    return text.replace(",", ".") if COMMA_NUMBER.match(text) else text
+
+
+def cell_text(value) -> str:
+    """A typed cell (a Parquet file's) as the text a CSV file would hold: floats as Python
+    writes them, a gap (None, NaN) empty; so that typed and text files encode alike."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return repr(value) if isinstance(value, float) else str(value).strip()
 
 
 def column_width(column: tuple) -> int:

@@ -19,7 +19,7 @@ import optuna
 
 from automodel import devices
 from automodel.config import ConfigError, RunConfig
-from automodel.search import console
+from automodel.search import console, converge
 from automodel.search.console import print_summary
 from automodel.search.finish import finish, test_metrics
 from automodel.search.plan import Plan, open_study, prepare, write_run_files
@@ -107,6 +107,8 @@ def _open(plan: Plan, attach: bool) -> optuna.Study:
     cfg = plan.cfg
     study = open_study(plan, must_exist=attach)
     write_run_files(plan)
+    if not attach:  # this invocation judges convergence afresh (a joining host does not)
+        converge.reset(study)
     stale = fail_dead_local_trials(study, include_unowned=cfg.study.storage is None)
     if stale and not cfg.quiet:
         print(f"marked {len(stale)} trial(s) left RUNNING by a dead process as failed: {stale}")

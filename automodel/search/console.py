@@ -116,12 +116,14 @@ def print_summary(summary: dict) -> None:
     test = "  ".join(f"{k} {v:.4f}" for k, v in summary["test"].items())
     if summary.get("refit"):
         test += "  (the best params refit on every non-test row)"
+    stopped = f"; stopped: {summary['stop_reason']}" if summary.get("stop_reason") else ""
     print(
         f"\nbest trial {summary['best_trial']} of study {summary['study']} "
-        f"({c['complete']} complete, {c['pruned']} pruned, {c['failed']} failed):\n"
+        f"({c['complete']} complete, {c['pruned']} pruned, {c['failed']} failed{stopped}):\n"
         f"  val  {val}\n"
         f"  test {test}\n"
         + _ensemble_lines(summary)
+        + (f"  {baseline_line(summary)}\n" if summary.get("baseline") else "")
         + f"  params: {params}\n"
         + _importance(summary.get("importance"))
         + f"  outputs: {Path(summary['weights']).parent}/ (summary.json, best_model.pt, best_params.json)"
@@ -164,6 +166,17 @@ def _ensemble_lines(summary: dict) -> str:
         values = "  ".join(f"{k} {v:.4f}" for k, v in (e[split] or {}).items())
         lines.append(f"    {split:<4} {values}")
     return "\n".join(lines) + "\n"
+
+
+def baseline_line(summary: dict) -> str:
+    """`baseline HistGradientBoosting: test accuracy 0.9650 (the search's 0.9720)`: the
+    selection metric (the first of the task's), on the test split."""
+    base = summary["baseline"]
+    metric, value = next(iter(base["test"].items()))
+    return (
+        f"baseline {base['model']}: test {metric} {value:.4f} "
+        f"(the search's {summary['test'][metric]:.4f})"
+    )
 
 
 def _fmt(v) -> str:

@@ -1,7 +1,8 @@
 """The end of a search: the model it ships (the best trial's, its refit: search/refit.py, or
 the ensemble of the best trials: search/ensembling.py), built once; the test split, evaluated
 once; best_model.pt, best_params.json, importance.json, the export of what the study ships and
-summary.json (written here and only here).
+summary.json (written here and only here), with why the search stopped and, for a
+table, the gradient-boosting baseline beside it.
 
 The test split is touched only here, after the search has chosen: it never steers selection.
 """
@@ -15,10 +16,10 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
-from automodel import export, importance, metrics, outputs, train
+from automodel import baseline, export, importance, metrics, outputs, train
 from automodel.checkpoint import Checkpoint
 from automodel.data import Dataset
-from automodel.search import ensembling
+from automodel.search import converge, ensembling
 from automodel.search.console import warn
 from automodel.search.plan import Plan
 from automodel.search.refit import described, shipped
@@ -102,10 +103,19 @@ def _summary(plan: Plan, study: optuna.Study, ckpt: Checkpoint, wall: float, com
         "counts": {k: c[k] for k in ("complete", "pruned", "failed")},
         "n_trials": cfg.study.n_trials,
         "wall_seconds": round(wall, 2),
+        "stop_reason": converge.stop_reason(study, cfg, wall),
+        "baseline": _baseline(plan),
         "storage": storage_label(cfg),
         "weights": str(cfg.study_dir / "best_model.pt"),
         "command": command,
     }
+
+
+def _baseline(plan: Plan) -> dict | None:
+    """Gradient boosting at default settings on the same training rows, for a table."""
+    if not plan.cfg.baseline or not baseline.applies(plan.data):
+        return None
+    return baseline.gradient_boosting(plan.data, plan.cfg.seed)
 
 
 def _explain(plan: Plan, model: torch.nn.Module, dataset: Dataset) -> dict | None:

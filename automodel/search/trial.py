@@ -22,7 +22,7 @@ from automodel import devices, models, outputs, train
 from automodel.checkpoint import Checkpoint, CheckpointError
 from automodel.config import RunConfig
 from automodel.errors import reason
-from automodel.search import folds
+from automodel.search import converge, folds
 from automodel.search.console import Progress, warn
 from automodel.search.plan import Plan, open_study
 from automodel.study import (
@@ -210,7 +210,8 @@ def run_trials(
     start: float | None = None,
     deadline: float = math.inf,
 ) -> None:
-    """Ask the shared study for trials until the budget, `deadline` or the failure guard says stop.
+    """Ask the shared study for trials until the budget, `deadline`, convergence (converge.py)
+    or the failure guard says stop.
 
     Several processes (and hosts) may run this on one study at once: each checks the shared
     counts before a trial, and `Objective` drops a trial that another worker's made surplus.
@@ -226,7 +227,9 @@ def run_trials(
         _fail_stale(study)
         c = counts(study)
         done = c["complete"] + c["pruned"]
-        if done >= cfg.study.n_trials:
+        if done >= cfg.study.n_trials or converge.should_stop(
+            study, cfg, plan.space, plan.data.spec.metric
+        ):
             break
         if done + c["running"] >= cfg.study.n_trials:
             # Other workers hold the last places; wait in case one of them fails or dies.

@@ -213,7 +213,8 @@ class ParentRun:
                 self.client.log_artifact(self.id, str(folder / name))
 
     def log_result(self, summary: dict, step: int) -> None:
-        """Best validation and test values, counts and the best params, at step `step`."""
+        """Best validation and test values, counts, the baseline's values and the best
+        params, at step `step`."""
         from mlflow.entities import Metric, RunTag
 
         now = now_ms()
@@ -225,6 +226,9 @@ class ParentRun:
         chosen = summary.get("ensemble")  # null when ensembles are off
         for split in ("val", "test") if chosen else ():
             values |= {f"ensemble_{split}_{k}": v for k, v in (chosen[split] or {}).items()}
+        base = summary.get("baseline") or {}  # gradient boosting beside a table's result
+        for split in ("val", "test"):
+            values |= {f"baseline_{split}_{k}": v for k, v in base.get(split, {}).items()}
         metrics = [Metric(k, float(v), now, step) for k, v in values.items()]
         tags = [RunTag(f"best.{k}", text(v)) for k, v in summary["params"].items()]
         tags.append(RunTag("automodel.best_trial", str(summary["best_trial"])))
@@ -233,6 +237,8 @@ class ParentRun:
         if chosen:
             tags.append(RunTag("automodel.ensemble_members", ",".join(map(str, chosen["members"]))))
             tags.append(RunTag("automodel.ensemble_weights", ",".join(map(str, chosen["weights"]))))
+        if summary.get("stop_reason"):
+            tags.append(RunTag("automodel.stop_reason", summary["stop_reason"]))
         if summary.get("command"):
             tags.append(RunTag("automodel.command", mask(summary["command"])))
         log_batch(self.client, self.id, metrics=metrics, tags=tags)
