@@ -1,6 +1,6 @@
 """The `export` verb for ensembles: a finished study's ensemble written as one best_model.py.
 
-    export_ensemble(cfg, command, summary, size) -> the export folder
+    export_ensemble(cfg, saved, command, summary, size) -> the export folder
 
 size 0: the ensemble the study shipped (summary.json's members and weights). size k: an
 ensemble selected anew in k steps among the trials the study kept (the search kept the best
@@ -21,12 +21,13 @@ from automodel.config import ConfigError, RunConfig
 from automodel.export import ensemble as rendering
 from automodel.search import ensembling
 from automodel.study import ranked
-from automodel.study_export import searched_with
 
 
-def export_ensemble(cfg: RunConfig, command: str, summary: dict, size: int) -> Path:
-    """Write <study>/export/ for an ensemble of the study's trials (see the module)."""
-    saved = searched_with(cfg)
+def export_ensemble(
+    cfg: RunConfig, saved: RunConfig, command: str, summary: dict, size: int
+) -> Path:
+    """Write <study>/export/ for an ensemble of the study's trials (see the module); `saved`
+    is the settings the study was searched with (study_export.searched_with)."""
     name = cfg.study.name
     search.quiet_optuna()
     study = optuna.load_study(study_name=saved.study.name, storage=search.open_study_storage(saved))

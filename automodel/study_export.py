@@ -16,7 +16,7 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
-from automodel import config, export, outputs, search
+from automodel import config, export, outputs, search, study_ensemble
 from automodel.checkpoint import Checkpoint, CheckpointError
 from automodel.config import ConfigError, RunConfig
 from automodel.search.folds import dataset_of
@@ -46,9 +46,7 @@ def export_study(cfg: RunConfig, command: str = "", ensemble_given: bool = False
         )
     shipped = summary.get("shipped") == "ensemble" and summary.get("ensemble")
     if wanted or (cfg.trial is None and not ensemble_given and shipped):
-        from automodel import study_ensemble
-
-        return study_ensemble.export_ensemble(cfg, command, summary, wanted)
+        return study_ensemble.export_ensemble(cfg, searched_with(cfg), command, summary, wanted)
     model = None
     if cfg.trial is None or cfg.trial == summary.get("best_trial"):
         if not (study_dir / "best_model.pt").is_file():
