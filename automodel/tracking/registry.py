@@ -27,11 +27,13 @@ class Served(torch.nn.Module):
         self.register_buffer("std", torch.tensor(spec.std, dtype=torch.float32).reshape(shape))
         self.task = spec.task
         self.target_mean, self.target_std = float(spec.target_mean), float(spec.target_std)
+        self.target_transform = spec.target_transform
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.model((x - self.mean) / self.std)
         if self.task == "regression":  # back to the target's own units
-            return out.squeeze(1) * self.target_std + self.target_mean
+            out = out.squeeze(1) * self.target_std + self.target_mean
+            return torch.expm1(out) if self.target_transform == "log1p" else out
         return torch.softmax(out, dim=1)
 
     def raw(self, x_normalised: torch.Tensor) -> torch.Tensor:
