@@ -39,12 +39,8 @@ def gradient_boosting(data: Dataset, seed: int) -> dict:
     scores = {}
     for split in ("val", "test"):
         x, y = getattr(data, f"x_{split}"), getattr(data, f"y_{split}")
-        scores[split] = metrics.compute(
-            task,
-            _outputs(model, _numpy(x), task, data.spec.n_classes),
-            y.cpu(),
-            data.spec.target_std,
-        )
+        outputs = _outputs(model, _numpy(x), task, data.spec.n_classes)
+        scores[split] = metrics.for_spec(data.spec, outputs, y.cpu())
     return {
         "model": MODEL,
         **scores,

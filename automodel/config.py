@@ -43,6 +43,7 @@ class ConfigError(ValueError):
 
 SOURCES = ("digits", "mnist1d", "synthetic", "csv", "image_folder", "torchvision")
 DATA_TASKS = ("classification", "regression")
+TARGET_TRANSFORMS = ("auto", "none", "log1p")  # auto: data.choose_target_transform decides
 TORCHVISION_SETS = ("MNIST", "FashionMNIST", "CIFAR10", "CIFAR100", "FakeData")
 
 
@@ -74,6 +75,8 @@ class DataConfig:
     delimiter: str | None = None
     encoding: str = "utf-8"
     decimal: str | None = None
+    # regression: learn log1p(y) instead of y; auto: for a positive, right-skewed target.
+    target_transform: str = "auto"
     # image_folder and torchvision: resize to image_size x image_size (null: keep the size).
     image_size: int | None = None
     # Larger image data is read batch by batch by a DataLoader instead of held as tensors.
@@ -376,6 +379,11 @@ def _validate_data(d: DataConfig) -> None:
         raise ConfigError(f"unknown data source {source!r}; known: {', '.join(SOURCES)}")
     if d.task is not None and d.task not in DATA_TASKS:
         raise ConfigError(f"data.task must be null, {' or '.join(DATA_TASKS)}, got {d.task!r}")
+    if d.target_transform not in TARGET_TRANSFORMS:
+        raise ConfigError(
+            f"data.target_transform must be {', '.join(TARGET_TRANSFORMS)}, "
+            f"got {d.target_transform!r}"
+        )
     needs = {"csv": ("path", "target"), "image_folder": ("path",)}.get(source, ())
     for key in needs:
         if not getattr(d, key):

@@ -12,7 +12,12 @@ from torch import nn
 
 from automodel.runtime.evaluation import TASKS, better, compute, worst
 
-__all__ = ["TASKS", "better", "compute", "loss", "worst"]
+__all__ = ["TASKS", "better", "compute", "for_spec", "loss", "worst"]
+
+
+def for_spec(spec, outputs: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+    """Every metric of `spec.task` (spec: a DataSpec), a regression's in the target's units."""
+    return compute(spec.task, outputs, y, spec.target_std, spec.target_mean, spec.target_transform)
 
 
 def loss(task: str, outputs: torch.Tensor, y: torch.Tensor) -> float:

@@ -308,7 +308,7 @@ def evaluate(
     outputs = predict_logits(model, x, batch_size)
     return {
         "loss": metrics.loss(spec.task, outputs, y),
-        **metrics.compute(spec.task, outputs, y, spec.target_std),
+        **metrics.for_spec(spec, outputs, y),
     }
 
 

@@ -95,9 +95,11 @@ def run_automodel(name: str, seed: int, budget: float, workdir: Path, extra: lis
 
 
 def run_boosting(s: dict, seed: int) -> dict:
+    import torch
     from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 
     from automodel import data as datalib
+    from automodel.runtime.evaluation import to_units
 
     data = datalib.load(s["cfg"], seed)
     start = time.monotonic()
@@ -107,8 +109,11 @@ def run_boosting(s: dict, seed: int) -> dict:
         model = HistGradientBoostingClassifier(random_state=seed)
     model.fit(data.x_train.numpy(), data.y_train.numpy())
     predicted = model.predict(data.x_test.numpy())
-    if s["task"] == "regression":  # targets are normalised for the networks
-        predicted = predicted * data.spec.target_std + data.spec.target_mean
+    if s["task"] == "regression":  # targets are normalised (maybe log1p) for the networks
+        spec = data.spec
+        predicted = to_units(
+            torch.from_numpy(predicted), spec.target_mean, spec.target_std, spec.target_transform
+        ).numpy()
     return {"test": score(s["task"], predicted, s["y_test"]), "seconds": time.monotonic() - start}
 
 

@@ -163,7 +163,7 @@ def searched(tmp_path_factory):
     res = cli("search", *BASE, "data=csv", f"data.path={path}", "data.target=label",
               f"runs_dir={runs}", "study.n_trials=3", "study.pruner=none",
               "trainer.max_epochs=10")  # fmt: skip
-    return path, runs / "people-mlp", res
+    return path, runs / "people-tabular", res
 
 
 def test_search_on_a_csv_with_no_code(searched):
@@ -229,7 +229,7 @@ def test_a_regression_csv_reports_rmse_mae_r2(tmp_path):
     res = cli("search", *BASE, "data=csv", f"data.path={path}", "data.target=label",
               f"runs_dir={runs}", "study.n_trials=2")  # fmt: skip
     assert res.returncode == 0, res.stderr
-    summary = json.loads((runs / "prices-mlp" / "summary.json").read_text())
+    summary = json.loads((runs / "prices-tabular" / "summary.json").read_text())
     assert set(summary["val"]) == {"rmse", "mae", "r2"}
 
 

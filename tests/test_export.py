@@ -34,6 +34,7 @@ FAMILY_DATA = {
     "cnn": ["data=digits", "search_space=cnn", "trainer.max_epochs=2"],
     "resnet": ["data=digits", "search_space=resnet", "trainer.max_epochs=2"],
     "pretrained": ["data=digits", "search_space=pretrained", "trainer.max_epochs=1"],
+    "tabular": ["data=synthetic", "data.n_samples=300", "search_space=tabular"],
 }
 HOSTILE = [
     "__import__('os').system('touch pwned')",

@@ -18,6 +18,7 @@ ACCEPTS = {
     "cnn": {"sequence", "image", "rgb"},
     "resnet": set(SHAPES),
     "pretrained": {"image", "rgb"},
+    "tabular": {"table"},
 }
 
 
@@ -56,10 +57,13 @@ def test_family_builds_and_runs_forward_and_backward(family, shape):
         model = models.create(family, params, spec(SHAPES[shape]))
         x = torch.randn(5, *SHAPES[shape])
         out = model(x)
-        assert out.shape == (5, 4), (params, out.shape)
+        # While training, a family of k networks in one (tabular) gives each head's outputs.
+        assert out.shape in ((5, 4), (5, params.get("k", 8), 4)), (params, out.shape)
         out.sum().backward()
         trained = [p for p in model.parameters() if p.requires_grad]
         assert trained and all(p.grad is not None for p in trained)
+        with torch.no_grad():
+            assert model.eval()(x).shape == (5, 4), params
 
 
 def test_mlp_widths_per_layer_are_used():

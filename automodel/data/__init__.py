@@ -15,6 +15,7 @@ import torch
 from automodel.data import digits, images, lazy, mnist1d, synthetic, table
 from automodel.data.source import Raw
 from automodel.metrics import TASKS
+from automodel.runtime.evaluation import from_units
 
 SOURCES: dict[str, Callable[..., Raw]] = {
     "digits": digits.load,
@@ -33,7 +34,8 @@ class DataSpec:
     `mean`/`std` hold one value per channel for sequences and images (input_shape of 2 or 3
     dims) and one per feature for tables (1 dim): `x_model = (x_raw - mean) / std`.
     `task` is classification (`classes` names the model's outputs) or regression (one output,
-    no classes; the model learns `(y - target_mean) / target_std`).
+    no classes; the model learns `(t(y) - target_mean) / target_std`, where t is
+    `target_transform`: the identity, or log1p for a positive right-skewed target).
     """
 
     name: str
@@ -46,6 +48,7 @@ class DataSpec:
     metric: str = "accuracy"
     target_mean: float = 0.0
     target_std: float = 1.0
+    target_transform: str = "none"  # none or log1p: see choose_target_transform
     # A CSV's feature columns and how each is encoded (see data.table), and its target column.
     columns: tuple[dict, ...] | None = None
     target: str | None = None
@@ -87,6 +90,7 @@ class DataSpec:
             metric=d.get("metric", "accuracy"),
             target_mean=d.get("target_mean", 0.0),
             target_std=d.get("target_std", 1.0),
+            target_transform=d.get("target_transform", "none"),
             columns=None if d.get("columns") is None else tuple(d["columns"]),
             target=d.get("target"),
             image_mode=d.get("image_mode"),
@@ -131,7 +135,10 @@ _TENSORS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
 def load(cfg, seed: int) -> Dataset:
     """Load `cfg.name`, split it and normalise it. Raises ValueError on unusable data."""
     workers = getattr(cfg, "loader_workers", 2)
-    return prepare(_raw(cfg), cfg.name, cfg.val_fraction, cfg.test_fraction, seed, workers)
+    transform = getattr(cfg, "target_transform", "auto")
+    return prepare(
+        _raw(cfg), cfg.name, cfg.val_fraction, cfg.test_fraction, seed, workers, transform
+    )
 
 
 def load_raw_splits(cfg, seed: int) -> dict[str, np.ndarray]:
@@ -190,18 +197,27 @@ def _split(raw: Raw, val_fraction: float, test_fraction: float, seed: int) -> tu
 
 
 def prepare(
-    raw: Raw, name: str, val_fraction: float, test_fraction: float, seed: int, workers: int = 2
+    raw: Raw,
+    name: str,
+    val_fraction: float,
+    test_fraction: float,
+    seed: int,
+    workers: int = 2,
+    target_transform: str = "auto",
 ) -> Dataset:
     """Split `raw`, fit the encoding and the statistics on the training split, normalise."""
     _check_targets(raw, name)
-    return build(raw, name, _split(raw, val_fraction, test_fraction, seed), workers)
+    splits = _split(raw, val_fraction, test_fraction, seed)
+    return build(raw, name, splits, workers, target_transform)
 
 
-def build(raw: Raw, name: str, splits: tuple, workers: int = 2) -> Dataset:
+def build(
+    raw: Raw, name: str, splits: tuple, workers: int = 2, target_transform: str = "auto"
+) -> Dataset:
     """A Dataset of `splits` (x_train, y_train, x_val, y_val, x_test, y_test: rows of `raw`),
     its encoding and statistics fitted on x_train alone. x_val may be empty (a refit)."""
     x_train, y_train, x_val, y_val, x_test, y_test = splits
-    targets = _Targets(raw.task, np.asarray(y_train))
+    targets = _Targets(raw.task, np.asarray(y_train), target_transform)
     shape, columns = tuple(raw.input_shape), None
     if raw.reader is not None:  # read batch by batch: x_* hold items, not rows
         mean, std = lazy.channel_stats(x_train, raw.reader, shape, workers)
@@ -252,6 +268,7 @@ def _spec(raw: Raw, name: str, shape, mean, std, targets: _Targets, columns) -> 
         metric=TASKS[raw.task][0],
         target_mean=targets.mean,
         target_std=targets.std,
+        target_transform=targets.transform,
         columns=None if columns is None else tuple(columns),
         target=raw.target,
         image_mode=raw.image_mode,
@@ -259,22 +276,51 @@ def _spec(raw: Raw, name: str, shape, mean, std, targets: _Targets, columns) -> 
 
 
 class _Targets:
-    """Class indices as int64; regression targets as float32 `(y - mean) / std`, with the
-    training split's mean and std (the exported script normalises labels the same way)."""
+    """Class indices as int64; regression targets as float32 `(t(y) - mean) / std`, with the
+    transform t chosen on the training split and its mean and std (the exported script
+    normalises labels the same way)."""
 
-    def __init__(self, task: str, y_train: np.ndarray):
-        self.task = task
+    def __init__(self, task: str, y_train: np.ndarray, transform: str = "auto"):
+        self.task, self.transform = task, "none"
         self.mean, self.std = 0.0, 1.0
         if task == "regression":
             y = np.asarray(y_train, np.float64)
+            self.transform = choose_target_transform(y) if transform == "auto" else transform
+            y = from_units(y, self.transform)
             self.mean = float(y.mean())
             self.std = float(y.std()) or 1.0
 
     def __call__(self, y) -> torch.Tensor:
         if self.task == "classification":
             return torch.from_numpy(np.asarray(y, np.int64))
-        y = (np.asarray(y, np.float64) - self.mean) / self.std
+        y = from_units(np.asarray(y, np.float64), self.transform)
+        y = (y - self.mean) / self.std
         return torch.from_numpy(y.astype(np.float32))
+
+
+# A target at least this skewed to the right (and never negative) is learned as log1p(y).
+LOG_SKEWNESS = 1.0
+
+
+def choose_target_transform(y_train: np.ndarray) -> str:
+    """log1p for a positive target with a long right tail (skewness above LOG_SKEWNESS, as
+    prices, counts and durations often have) that log1p makes more symmetric; else none.
+
+    On the training split only. A squared error on such a target is ruled by its few largest
+    values; on log1p(y) the model's errors count in proportion to the target's size.
+    """
+    if len(y_train) < 3 or y_train.min() < 0:
+        return "none"
+    skew = _skewness(y_train)
+    if skew > LOG_SKEWNESS and abs(_skewness(np.log1p(y_train))) < skew:
+        return "log1p"
+    return "none"
+
+
+def _skewness(y: np.ndarray) -> float:
+    centred = y - y.mean()
+    var = float((centred**2).mean())
+    return float((centred**3).mean()) / var**1.5 if var > 0 else 0.0
 
 
 MIN_REGRESSION_ROWS = 10

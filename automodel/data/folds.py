@@ -93,7 +93,7 @@ def load(cfg, seed: int, k: int) -> Folds:
     datasets, val_rows = [], []
     for train_rows, val in indices(np.asarray(y_rest), k, raw.task, seed):
         splits = (x_rest[train_rows], y_rest[train_rows], x_rest[val], y_rest[val], x_test, y_test)
-        datasets.append(build(raw, cfg.name, splits, workers))
+        datasets.append(build(raw, cfg.name, splits, workers, _transform(cfg)))
         val_rows.append(val)
     return Folds(datasets, val_rows)
 
@@ -104,4 +104,9 @@ def refit(cfg, seed: int) -> Dataset:
     raw = _raw(cfg)
     x_rest, y_rest, x_test, y_test = rest_and_test(raw, cfg.test_fraction, seed)
     splits = (x_rest, y_rest, x_rest[:0], y_rest[:0], x_test, y_test)
-    return build(raw, cfg.name, splits, getattr(cfg, "loader_workers", 2))
+    return build(raw, cfg.name, splits, getattr(cfg, "loader_workers", 2), _transform(cfg))
+
+
+def _transform(cfg) -> str:
+    """data.target_transform, chosen on each training split's own rows when auto."""
+    return getattr(cfg, "target_transform", "auto")

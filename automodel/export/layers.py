@@ -16,7 +16,7 @@ from torch import nn
 from automodel.data import DataSpec
 from automodel.export import verbatim
 from automodel.export.literals import ExportError, literal, tuple_of
-from automodel.models import blocks, pretrained, resnet
+from automodel.models import blocks, pretrained, resnet, tabular
 
 
 @dataclass(frozen=True)
@@ -115,6 +115,22 @@ LAYERS: dict[type[nn.Module], Layer] = {
         needs=(_ACTIVATIONS,),
     ),
     blocks.FastDropout: Layer(("p",), source=verbatim.definition(blocks, "FastDropout")),
+    tabular.PeriodicEmbedding: Layer(
+        ("n_features", "spans"),
+        {"n_frequencies": 16, "d_embedding": 16, "frequency_scale": 0.1},
+        source=verbatim.definition(tabular, "PeriodicEmbedding"),
+    ),
+    tabular.EnsembleInput: Layer(
+        ("k", "features"),
+        {"init": "normal"},
+        {"init": ("normal", "signs")},
+        source=verbatim.definition(tabular, "EnsembleInput"),
+    ),
+    tabular.EnsembleHeads: Layer(
+        ("k", "in_features", "out_features"),
+        {"probabilities": True},
+        source=verbatim.definition(tabular, "EnsembleHeads"),
+    ),
     # The pretrained family's backbone: the script builds it with torchvision (random
     # weights, then weights.pt), so it needs torchvision; `new_model` loads the pretrained
     # weights it started from.
@@ -214,8 +230,9 @@ def _attr(layer: nn.Module, name: str):
         return value is not None
     if name == "unflattened_size":  # a shape: (1, 1) stays a tuple
         return tuple(value)
+    # kernel_size=(5, 5) is written kernel_size=5; spans=((0, 4),) stays a tuple of spans
     if isinstance(value, tuple) and value and all(v == value[0] for v in value):
-        return value[0]  # kernel_size=(5, 5) is written kernel_size=5
+        return value if isinstance(value[0], tuple) else value[0]
     return value
 
 

@@ -147,21 +147,31 @@ def data(checked: Checked) -> str:
         assign("STD", [float_literal(v) for v in spec.std]),
         assign("CLASSES", [string(c) for c in spec.classes]),
     ]
-    if spec.task == "regression":
+    if spec.task == "regression" and spec.target_transform == "log1p":
+        lines += [
+            "# The model predicts (log1p(y) - TARGET_MEAN) / TARGET_STD (training split",
+            "# statistics); predictions and metrics are back in y's own units.",
+            f"TARGET_MEAN = {float_literal(spec.target_mean)}",
+            f"TARGET_STD = {float_literal(spec.target_std)}",
+            'TARGET_TRANSFORM = "log1p"  # the training split\'s target is skewed to the right',
+        ]
+    elif spec.task == "regression":
         lines += [
             "# The model predicts (y - TARGET_MEAN) / TARGET_STD (training split statistics).",
             f"TARGET_MEAN = {float_literal(spec.target_mean)}",
             f"TARGET_STD = {float_literal(spec.target_std)}",
+            'TARGET_TRANSFORM = "none"  # or log1p, for a target skewed to the right',
         ]
     else:
         lines.append("TARGET_MEAN, TARGET_STD = 0.0, 1.0  # regression only")
+        lines.append('TARGET_TRANSFORM = "none"')
     return "\n".join(lines)
 
 
 def recipe(checked: Checked) -> str:
     r = checked.recipe
     regression = checked.spec.task == "regression"
-    loss = f"{string(r['loss'])}  # on (y - TARGET_MEAN) / TARGET_STD" if regression else "None"
+    loss = f"{string(r['loss'])}  # on the normalised target" if regression else "None"
     lines = [
         f"# The training recipe of trial {checked.trial}, as the search ran it (`train` "
         "reproduces it).",

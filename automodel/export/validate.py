@@ -21,7 +21,7 @@ from automodel.export.literals import (
     float_literal,
     string,
 )
-from automodel.runtime.evaluation import TASKS
+from automodel.runtime.evaluation import TARGET_TRANSFORMS, TASKS
 from automodel.runtime.inputs import COLUMN_SETTINGS, IMAGE_MODES
 from automodel.runtime.recipe import AUGMENTS, KEEPS, LOSSES, OPTIMIZERS, SCHEDULES
 
@@ -106,6 +106,7 @@ def _spec(raw: dict) -> DataSpec:
     checked_float("target_mean", spec.target_mean)
     if checked_float("target_std", spec.target_std) <= 0:
         raise ExportError(f"target_std must be > 0, got {spec.target_std!r}")
+    choice("target_transform", spec.target_transform, TARGET_TRANSFORMS)
     _statistics(spec)
     return spec
 

@@ -18,8 +18,10 @@ from automodel.runtime.evaluation import (
     TASKS,
     better,
     compute,
+    from_units,
     model_outputs,
     slices,
+    to_units,
     worst,
 )
 from automodel.runtime.inputs import encode_cells
@@ -51,6 +53,7 @@ from automodel.runtime.placeholders import (
     STD,
     TARGET_MEAN,
     TARGET_STD,
+    TARGET_TRANSFORM,
     TASK,
     WEIGHT_DECAY,
     Model,
@@ -105,8 +108,8 @@ def predict(rows, model: nn.Module | None = None) -> tuple[list, np.ndarray | No
     model = load_model() if model is None else model
     scores = model_outputs(model, slices(prepare(rows), EVAL_BATCH_SIZE))
     if TASK == "regression":
-        values = scores[:, 0].double().numpy() * TARGET_STD + TARGET_MEAN
-        return values.tolist(), None
+        values = to_units(scores[:, 0], TARGET_MEAN, TARGET_STD, TARGET_TRANSFORM)
+        return values.numpy().tolist(), None
     labels = [CLASSES[i] for i in scores.argmax(1).tolist()]
     return labels, torch.softmax(scores, dim=1).numpy()
 
@@ -221,10 +224,13 @@ def fit(
 
 
 def targets(labels, n: int) -> torch.Tensor:
-    """What the model learns: class indices, or regression targets normalised with the
-    training split's TARGET_MEAN and TARGET_STD (float32, as in the search)."""
+    """What the model learns: class indices, or regression targets (their log1p when
+    TARGET_TRANSFORM says so) normalised with the training split's TARGET_MEAN and
+    TARGET_STD (float32, as in the search)."""
     if TASK == "regression":
-        y = np.asarray(labels, dtype=np.float64).reshape(-1)
+        y = from_units(
+            np.asarray(labels, dtype=np.float64).reshape(-1), TARGET_TRANSFORM
+        )
         y = ((y - TARGET_MEAN) / TARGET_STD).astype(np.float32)
     else:
         y = encode_labels(labels)
@@ -261,4 +267,4 @@ def _label_index(value: str) -> int:
 
 def _metrics(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
     scores = model_outputs(model, slices(x, EVAL_BATCH_SIZE))
-    return compute(TASK, scores, y, TARGET_STD)
+    return compute(TASK, scores, y, TARGET_STD, TARGET_MEAN, TARGET_TRANSFORM)

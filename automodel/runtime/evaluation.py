@@ -2,7 +2,8 @@
 
 Classification: `accuracy` (selected on, maximised) and `f1_macro`. Regression: `rmse`
 (selected on, minimised), `mae` and `r2`, in the target's own units: the model learns targets
-normalised with the training split's statistics, so errors are scaled back by `target_std`.
+normalised with the training split's statistics, so errors are scaled back by `target_std`;
+a target learned as log1p(y) (`transform`) is taken back to y before any error is measured.
 
     >>> import torch
     >>> compute("regression", torch.tensor([[0.0], [1.0]]), torch.tensor([0.0, 2.0]), 2.0)
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -39,11 +41,47 @@ def slices(x: torch.Tensor, batch_size: int):
     return (x[i : i + batch_size] for i in range(0, len(x), batch_size))
 
 
+# What a regression's targets may become before they are normalised: "log1p" for a
+# positive, right-skewed target (chosen by data.choose_target_transform), so that the
+# model's errors weigh in proportion to the size of the target.
+TARGET_TRANSFORMS = ("none", "log1p")
+
+
+def from_units(y: np.ndarray, transform: str) -> np.ndarray:
+    """Targets in their own units (float64) -> the scale the model learns, before the
+    normalisation."""
+    if transform == "none":
+        return y
+    if (y <= -1).any():
+        raise ValueError(
+            f"a target learned as log1p must be > -1, got {y[y <= -1][0]!r}"
+        )
+    return np.log1p(y)
+
+
+def to_units(
+    values: torch.Tensor, target_mean: float, target_std: float, transform: str
+) -> torch.Tensor:
+    """Normalised outputs or targets -> the target's own units, float64."""
+    y = values.double() * target_std + target_mean
+    return torch.expm1(y) if transform == "log1p" else y
+
+
 def compute(
-    task: str, outputs: torch.Tensor, y: torch.Tensor, target_std: float = 1.0
+    task: str,
+    outputs: torch.Tensor,
+    y: torch.Tensor,
+    target_std: float = 1.0,
+    target_mean: float = 0.0,
+    transform: str = "none",
 ) -> dict[str, float]:
     """Every metric of `task` for model `outputs` against targets `y` (as the model
     learns them: class indices, or normalised values)."""
+    if task == "regression" and transform != "none":
+        predicted = to_units(outputs.squeeze(1), target_mean, target_std, transform)
+        return _regression(
+            predicted, to_units(y, target_mean, target_std, transform), 1.0
+        )
     if task == "regression":
         return _regression(outputs.squeeze(1), y, target_std)
     return _classification(outputs.argmax(1), y)

@@ -20,6 +20,7 @@ MEAN = (0.0, 0.0)
 STD = (1.0, 1.0)
 CLASSES = ("a", "b")
 TARGET_MEAN, TARGET_STD = 0.0, 1.0
+TARGET_TRANSFORM = "none"  # what a regression learns: y, or log1p(y) (evaluation)
 # The training recipe: names from the tables of recipe, and numbers.
 OPTIMIZER = "adam"
 LR = 0.001

@@ -78,10 +78,26 @@ LOSSES = {"mse": nn.MSELoss, "huber": nn.HuberLoss}
 def new_loss(task: str, name: str | None, label_smoothing: float) -> nn.Module:
     """Cross-entropy (with `label_smoothing`) for classes; LOSSES[name] for regression."""
     if task == "classification":
-        return nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+        return PerHead(nn.CrossEntropyLoss(label_smoothing=label_smoothing))
     if name not in LOSSES:
         raise ValueError(f"unknown loss {name!r}; known: {', '.join(LOSSES)}")
-    return Squeezed(LOSSES[name]())
+    return PerHead(Squeezed(LOSSES[name]()))
+
+
+class PerHead(nn.Module):
+    """A loss that also takes the outputs of k heads, (B, k, C) (a model that trains k
+    networks in one, as TabM): then it is the mean of the k heads' losses, each head
+    trained on its own (not their mean prediction)."""
+
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, outputs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if outputs.dim() == 3:
+            y = y.repeat_interleave(outputs.shape[1])
+            outputs = outputs.flatten(0, 1)
+        return self.inner(outputs, y)
 
 
 class Squeezed(nn.Module):

@@ -83,7 +83,7 @@ def _nothing_completed(study: optuna.Study) -> SearchStopped:
 
 def _test_metrics(dataset: Dataset, test_outputs: torch.Tensor) -> dict[str, float]:
     spec = dataset.spec
-    return metrics.compute(spec.task, test_outputs, dataset.y_test, spec.target_std)
+    return metrics.for_spec(spec, test_outputs, dataset.y_test)
 
 
 def test_metrics(model: torch.nn.Module, dataset: Dataset, batch_size: int) -> dict[str, float]:
