@@ -132,7 +132,7 @@ def test_a_csv_search_reports_the_baseline_of_a_direct_call(tmp_path, capsys):
     assert written["val"] == pytest.approx(expected["val"])
     assert written["test"] == pytest.approx(expected["test"])
     search.print_summary(summary)
-    accuracy = f"test accuracy {expected['test']['accuracy']:.4f} (the search's "
+    accuracy = f"test accuracy {expected['test']['accuracy']:.4f} (shipped: "
     assert f"baseline HistGradientBoosting: {accuracy}" in capsys.readouterr().out
     status.show(run, one_study=True)
     assert "baseline HistGradientBoosting: val accuracy" in capsys.readouterr().out
