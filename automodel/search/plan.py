@@ -9,7 +9,6 @@ Every setting a user can get wrong fails here, before the first trial, naming th
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,16 +87,24 @@ def _check_batch_size(space: spaces.Space, path: Path, n_train: int, data_name: 
 def open_study(plan: Plan, seed_offset: int = 0, must_exist: bool = False) -> optuna.Study:
     """The plan's study (see study.load_or_create): created, or joined when `must_exist`."""
     return load_or_create(
-        plan.cfg, plan.space.source, plan.data.spec.direction, seed_offset, must_exist
+        plan.cfg,
+        plan.space.source,
+        plan.data.spec.direction,
+        seed_offset,
+        must_exist,
+        enqueue=plan.space.enqueue,  # queued by the process that creates the study, only
     )
 
 
 def write_run_files(plan: Plan) -> None:
-    """config.yaml (this invocation's settings) and, once, the space the study was created with."""
+    """config.yaml (this invocation's settings) and, once, the space the study was created with.
+
+    Both are written whole (temporary name, fsync, rename): a crash never leaves half a file.
+    """
     study_dir = plan.cfg.study_dir
     study_dir.mkdir(parents=True, exist_ok=True)
     outputs.write_atomic(
         study_dir / "config.yaml", yaml.safe_dump(config.as_dict(plan.cfg), sort_keys=False)
     )
     if not (study_dir / "search_space.yaml").exists():
-        shutil.copyfile(plan.space_path, study_dir / "search_space.yaml")
+        outputs.write_atomic(study_dir / "search_space.yaml", plan.space_path.read_bytes())

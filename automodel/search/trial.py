@@ -11,11 +11,14 @@ the failure guard and Ctrl-C are checked between trials, and Optuna's heartbeat 
 
 from __future__ import annotations
 
+import contextlib
 import math
+import sys
 import time
 
 import optuna
 import torch
+from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
 from automodel import devices, models, outputs, train
@@ -29,6 +32,7 @@ from automodel.study import (
     FINISHED,
     METRIC_ATTR,
     SURPLUS_ATTR,
+    TRAINED_WITH_ATTR,
     VAL_LOSS_ATTR,
     WORKER_ATTR,
     Surplus,
@@ -36,15 +40,19 @@ from automodel.study import (
     fail_dead_local_trials,
     has_heartbeat,
     is_surplus,
+    lease,
     most_common_failure,
     quiet_optuna,
     rank_key,
+    running_elsewhere,
     sign_of,
     worker_id,
 )
 
 # How often a worker with nothing to start looks again at trials other workers are finishing.
 WAIT_SECONDS = 1.0
+# After how long a worker waiting on other processes' trials says which (and again as often).
+WAIT_REPORT_SECONDS = 30.0
 
 
 class SearchStopped(RuntimeError):
@@ -52,14 +60,35 @@ class SearchStopped(RuntimeError):
 
 
 def candidate(
-    plan: Plan, number: int, params: dict, device: torch.device
+    plan: Plan,
+    number: int,
+    params: dict,
+    device: torch.device,
+    seed: int | None = None,
+    epochs: int | None = None,
 ) -> tuple[torch.nn.Module, train.Recipe]:
-    """Trial `number`'s untrained model and its recipe, seeded by the trial's number: training
-    them again gives the same weights (on the same device and thread count)."""
-    seed = plan.cfg.seed + number
+    """Trial `number`'s untrained model and its recipe, seeded by the trial's number (or the
+    `seed` it recorded): training them again gives the same weights (on the same device type
+    and thread count)."""
+    seed = plan.cfg.seed + number if seed is None else seed
+    epochs = plan.cfg.trainer.max_epochs if epochs is None else epochs
     train.seed_everything(seed)
     model = models.create(plan.space.family, params, plan.data.spec).to(device)
-    return model, train.Recipe.from_params(params, plan.cfg.trainer.max_epochs, seed)
+    return model, train.Recipe.from_params(params, epochs, seed)
+
+
+def trained_with(plan: Plan, number: int, device: torch.device) -> dict:
+    """What retrains trial `number` to the same weights, recorded on the trial: a later
+    command line may say other things (a resumed search's threads, the export verb's)."""
+    t = plan.cfg.trainer
+    return {
+        "seed": plan.cfg.seed + number,
+        "epochs": t.max_epochs,
+        "eval_batch_size": t.eval_batch_size,
+        "compile": t.compile,
+        "threads": torch.get_num_threads(),  # a thread count can change the last bits
+        "device": device.type,
+    }
 
 
 class Objective:
@@ -71,11 +100,13 @@ class Objective:
         self.data = plan.data.to(device)
         self.tracker = tracker
         self.worker = worker_id()
+        self.trial_id: int | None = None  # the trial this worker runs, or ran last
         # study.timeout is a wall-clock budget: a trial still training then stops at the end
         # of its epoch (pruned) instead of running on for minutes past it.
         self.deadline = deadline
 
     def __call__(self, trial: optuna.Trial) -> float:
+        self.trial_id = trial._trial_id
         trial.set_user_attr(WORKER_ATTR, self.worker)
         if self._surplus(trial):
             trial.set_user_attr(SURPLUS_ATTR, True)
@@ -107,6 +138,7 @@ class Objective:
         n_parameters = models.n_parameters(model)
         trial.set_user_attr("n_parameters", n_parameters)
         trial.set_user_attr("device", str(self.device))
+        trial.set_user_attr(TRAINED_WITH_ATTR, trained_with(self.plan, trial.number, self.device))
         trial.set_user_attr(METRIC_ATTR, self.data.spec.metric)
         if self.tracker is not None:
             self.tracker.trial_started(trial.number, params, str(self.device), n_parameters)
@@ -161,8 +193,9 @@ class Objective:
 def trained(
     plan: Plan, trial: optuna.trial.FrozenTrial, device: torch.device
 ) -> tuple[Checkpoint, torch.nn.Module]:
-    """A complete trial's checkpoint and its trained model, built once: from its kept weights,
-    or retrained from its seed (and then kept) when there are none or they cannot be read."""
+    """A complete trial's checkpoint and its trained model on `device`, built once: from its
+    kept weights, or retrained (and then kept) when there are none or they cannot be read,
+    as the trial recorded it trained (seed, epochs, threads, device type), not as `plan` says."""
     path = outputs.trial_checkpoint(plan.cfg.study_dir, trial.number)
     try:
         ckpt = Checkpoint.load(path)
@@ -172,14 +205,49 @@ def trained(
     except CheckpointError as err:
         warn(f"{err}; retraining trial {trial.number} from its seed")
     params = plan.space.complete(trial.params)
-    model, recipe = candidate(plan, trial.number, params, device)
-    dataset = plan.data.to(device)
-    result = train.fit(model, dataset, recipe, eval_batch_size=plan.cfg.trainer.eval_batch_size)
+    rec = trial.user_attrs.get(TRAINED_WITH_ATTR) or {}  # none on trials of older versions
+    on = _device_of(rec, device, trial.number)
+    with _threads(rec.get("threads")):
+        model, recipe = candidate(
+            plan, trial.number, params, on, rec.get("seed"), rec.get("epochs")
+        )
+        result = train.fit(
+            model,
+            plan.data.to(on),
+            recipe,
+            eval_batch_size=rec.get("eval_batch_size", plan.cfg.trainer.eval_batch_size),
+            compile=rec.get("compile", plan.cfg.trainer.compile),
+        )
     ckpt = Checkpoint.from_fit(
         plan.space.family, params, plan.data.spec, recipe, trial.number, result
     )
     ckpt.save(path)
-    return ckpt, model
+    return ckpt, model.to(device)
+
+
+def _device_of(rec: dict, device: torch.device, number: int) -> torch.device:
+    """The device type trial `number` trained on, where this process has one."""
+    kind = rec.get("device", device.type)
+    if kind == device.type:
+        return device
+    if kind == "cpu" or (kind == "cuda" and torch.cuda.is_available()):
+        return torch.device(kind)
+    warn(
+        f"trial {number} trained on {kind}, retraining it on {device.type}: its metrics may "
+        "differ in the last digits"
+    )
+    return device
+
+
+@contextlib.contextmanager
+def _threads(n: int | None):
+    saved = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)
 
 
 def run_trials(
@@ -202,24 +270,65 @@ def run_trials(
     callbacks = [Progress(cfg, start, plan.data.spec.metric)]
     if tracker is not None:
         callbacks.append(lambda study, trial: tracker.trial_finished(trial))
-    while time.time() < deadline:
-        _fail_stale(study)
-        c = counts(study)
-        done = c["complete"] + c["pruned"]
-        if done >= cfg.study.n_trials:
-            break
-        if done + c["running"] >= cfg.study.n_trials:
-            # Other workers hold the last places; wait in case one of them fails or dies.
-            time.sleep(WAIT_SECONDS)
-            continue
-        failure_guard(study, cfg)
-        study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=callbacks)
+    leases = outputs.leases(cfg.study_dir)
+    waited = None  # since when this worker waits on other processes' trials
+    with lease(leases):  # while it lives, this process's trials are not failed as dead
+        while time.time() < deadline:
+            _fail_stale(study, leases)
+            c = counts(study)
+            done = c["complete"] + c["pruned"]
+            if done >= cfg.study.n_trials:
+                break
+            if done + c["running"] >= cfg.study.n_trials:
+                # Other workers hold the last places; wait in case one of them fails or dies.
+                waited = _say_waiting(study, waited)
+                time.sleep(WAIT_SECONDS)
+                continue
+            waited = None
+            failure_guard(study, cfg)
+            _run_one(study, objective, callbacks)
     failure_guard(study, cfg)
 
 
-def _fail_stale(study: optuna.Study) -> None:
-    """Free the places of trials whose worker died: on this host by pid, elsewhere by heartbeat."""
-    fail_dead_local_trials(study, include_unowned=False)
+def _run_one(study: optuna.Study, objective: Objective, callbacks: list) -> None:
+    """One trial; one that another process ended meanwhile (it judged this one dead) is a
+    warning, and the worker goes on."""
+    objective.trial_id = None
+    try:
+        study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=callbacks)
+    except (ValueError, UpdateFinishedTrialError):  # Optuna: "Cannot tell a FAIL trial"
+        if objective.trial_id is None:
+            raise
+        trial = study._storage.get_trial(objective.trial_id)
+        if not trial.state.is_finished():
+            raise
+        why = trial.user_attrs.get(FAIL_ATTR, "no reason recorded")
+        warn(
+            f"trial {trial.number} was ended ({trial.state.name.lower()}: {why}) by another "
+            "process while this one ran it; going on"
+        )
+
+
+def _say_waiting(study: optuna.Study, since: float | None) -> float:
+    """Every WAIT_REPORT_SECONDS of waiting, one line naming the trials waited for."""
+    now = time.monotonic()
+    if since is None:
+        return now
+    if now - since < WAIT_REPORT_SECONDS:
+        return since
+    others = running_elsewhere(study)
+    print(
+        f"waiting for {len(others)} trial(s) running in other processes: {', '.join(others)}",
+        file=sys.stderr,
+        flush=True,
+    )
+    return now
+
+
+def _fail_stale(study: optuna.Study, leases) -> None:
+    """Free the places of trials whose worker died: on this machine by process identity and
+    lease, elsewhere by heartbeat (a database)."""
+    fail_dead_local_trials(study, include_unowned=False, leases=leases)
     if has_heartbeat(study):
         optuna.storages.fail_stale_trials(study)
 
