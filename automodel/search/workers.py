@@ -20,6 +20,7 @@ from contextlib import contextmanager
 
 from automodel.config import ConfigError
 from automodel.devices import Slot
+from automodel.errors import StorageError, lost_database, reason
 from automodel.processes import die_with_parent, stop_on_sigterm
 from automodel.search.plan import Plan
 from automodel.search.trial import SearchStopped, run_slot
@@ -133,7 +134,13 @@ def worker_main(
     except ConfigError as err:  # one line, as the search process says it
         print(f"worker {index}: error: {err}", file=sys.stderr, flush=True)
         sys.exit(2)
-    except Exception:
+    except StorageError as err:
+        print(f"worker {index}: error: {err}", file=sys.stderr, flush=True)
+        sys.exit(1)
+    except Exception as err:
+        if lost_database(err) is not None:  # the search process says it too, in one line
+            print(f"worker {index}: error: {reason(lost_database(err))}", file=sys.stderr)
+            sys.exit(1)
         print(f"worker {index} crashed:", file=sys.stderr)
         traceback.print_exc()
         sys.exit(1)
