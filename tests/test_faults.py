@@ -112,7 +112,6 @@ def test_workers_run_when_the_search_is_pid_1(tmp_path):
         *FAST,
         f"runs_dir={runs}",
         "workers=2",
-        "devices=cpu",
         "study.n_trials=8",
         # Unpruned trials of ~1 s: the worker has imported torch before the budget is spent.
         "trainer.max_epochs=50",
@@ -255,3 +254,53 @@ def test_the_journal_is_fsynced_once_per_finished_trial_not_per_record(make_run,
     records = (run.study_dir / "study.journal").read_bytes().count(b"\n")
     finished = [t for t in load_study(run.study_dir).get_trials() if t.state.is_finished()]
     assert len(finished) <= len(journal_syncs) < records / 4
+
+
+def _one_line(res: subprocess.CompletedProcess, code: int, starts: str) -> str:
+    """The one line a failing command printed on stderr, checked."""
+    assert res.returncode == code, res.stderr
+    assert "Traceback" not in res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(starts), res.stderr
+    return lines[0]
+
+
+def test_a_corrupt_journal_is_one_line_for_search_and_status(tmp_path):
+    runs = tmp_path / "runs"
+    args = [*FAST, f"runs_dir={runs}", "study.n_trials=2"]
+    assert cli("search", *args).returncode == 0
+    journal = runs / "synthetic-mlp" / "study.journal"
+    lines = journal.read_bytes().splitlines(keepends=True)
+    lines[5] = b"\0" * 40 + b"\n"  # a block of zeros: what a power cut can leave
+    journal.write_bytes(b"".join(lines))
+    line = _one_line(cli("search", *args, "study.n_trials=4"), 1, f"error: {journal} is not")
+    assert "line 6 is not a journal record" in line and "head -n 5" in line
+    _one_line(cli("status", f"runs_dir={runs}", "study.name=synthetic-mlp"), 1, "error: ")
+    res = cli("status", f"runs_dir={runs}")  # the list goes on past an unreadable study
+    assert res.returncode == 0 and "unreadable" in res.stdout, res.stderr
+
+
+def test_status_with_an_unreachable_database_is_one_line(tmp_path):
+    url = "postgresql+psycopg2://someone:pw@127.0.0.1:1/nothing"  # no server listens on port 1
+    res = cli("status", f"runs_dir={tmp_path}", "study.name=x", f"study.storage={url}")
+    line = _one_line(res, 2, "error: cannot open study.storage 'postgresql+psycopg2://someone:***@")
+    assert "pw" not in line
+
+
+def test_a_corrupt_checkpoint_is_one_line_for_export(tmp_path):
+    runs = tmp_path / "runs"
+    assert cli("search", *FAST, f"runs_dir={runs}", "study.n_trials=2").returncode == 0
+    best = runs / "synthetic-mlp" / "best_model.pt"
+    good = torch.load(best, weights_only=True)
+    damaged = {
+        "torn": None,
+        "weights not a mapping": {**good, "state_dict": "garbage"},
+        "recipe not a mapping": {**good, "recipe": "garbage"},
+    }
+    for what, content in damaged.items():
+        if content is None:
+            best.write_bytes(best.read_bytes()[:300])
+        else:
+            torch.save(content, best)
+        res = cli("export", f"runs_dir={runs}", "study.name=synthetic-mlp")
+        assert str(best) in _one_line(res, 2, "error: "), what

@@ -68,6 +68,8 @@ def open_storage(storage_url: str | None, study_dir: Path) -> optuna.storages.Ba
 def _corrupt(path: Path, err: Exception) -> str:
     """One line for an unreadable journal: the first line that is not a record, and the ways out."""
     line = _first_bad_line(path)
+    if not line:  # every line is JSON: a record Optuna cannot replay
+        return f"{path} is not a readable study journal ({reason(err)}); move it away to start over"
     keep = (
         f", or keep the records before it (head -n {line - 1} {path} > kept.journal) and move "
         "kept.journal in its place"
@@ -75,8 +77,8 @@ def _corrupt(path: Path, err: Exception) -> str:
         else ""
     )
     return (
-        f"{path} is not a readable study journal (line {line}: {reason(err)}); move it away "
-        f"to start the study over{keep}"
+        f"{path} is not a readable study journal: line {line} is not a journal record; move it "
+        f"away to start the study over{keep}"
     )
 
 
