@@ -76,12 +76,8 @@ def test_two_workers_share_one_exact_budget(tmp_path, kind):
     res = cli("search", *args)
     assert res.returncode == 0, res.stderr
     trials = load(runs, args).get_trials()
-    real = [t for t in trials if not studylib.is_surplus(t)]
-    assert sum(t.state in studylib.FINISHED for t in real) == 12
-    assert TrialState.RUNNING not in {t.state for t in trials}
-    numbers = [t.number for t in trials]
-    assert len(numbers) == len(set(numbers))
-    owners = {t.user_attrs[studylib.WORKER_ATTR] for t in real}
+    _exact_budget(trials, 12)
+    owners = {t.user_attrs[studylib.WORKER_ATTR] for t in trials if t.state != TrialState.FAIL}
     assert len(owners) == 2, owners  # both processes contributed
     summary = (
         json.loads((runs / args[-1].split("=", 1)[1] / "summary.json").read_text())
@@ -89,6 +85,18 @@ def test_two_workers_share_one_exact_budget(tmp_path, kind):
         else json.loads((runs / "synthetic-mlp" / "summary.json").read_text())
     )
     assert summary["counts"]["complete"] + summary["counts"]["pruned"] == 12
+
+
+def _exact_budget(trials: list, n_trials: int) -> None:
+    """Raw states, not the surplus mark under test: exactly `n_trials` finished, nothing left
+    running, and every other trial (surplus: started after others filled the budget) failed
+    before it trained."""
+    states = [t.state for t in trials]
+    assert sum(s in (TrialState.COMPLETE, TrialState.PRUNED) for s in states) == n_trials
+    assert set(states) <= {TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL}, states
+    extra = [t for t in trials if t.state == TrialState.FAIL]
+    assert not [t.number for t in extra if t.params or t.intermediate_values], "trained"
+    assert len({t.number for t in trials}) == len(trials)
 
 
 def _worker_trial(trials, parent_pid: int) -> tuple[int, int] | None:
@@ -152,10 +160,9 @@ def test_workers_on_two_hosts_join_one_postgres_study(tmp_path):
             _, err = p.communicate(timeout=300)
             assert p.returncode == 0, err
     trials = load(tmp_path, first).get_trials()
-    real = [t for t in trials if not studylib.is_surplus(t)]
-    assert sum(t.state in studylib.FINISHED for t in real) == 14
-    assert len({t.user_attrs[studylib.WORKER_ATTR] for t in real}) >= 2
-    assert len({t.number for t in trials}) == len(trials)
+    _exact_budget(trials, 14)
+    finished = [t for t in trials if t.state != TrialState.FAIL]
+    assert len({t.user_attrs[studylib.WORKER_ATTR] for t in finished}) >= 2
 
 
 def _running_with_a_report(trials):
@@ -343,3 +350,29 @@ def test_processes_racing_to_create_one_study_agree_on_it(tmp_path, kind):
         winner = "a" if said["a"][r] == "joined" else "b"
         assert study.user_attrs["data"]["n_samples"] == samples[winner][r], r
         assert len(study.get_trials(states=(TrialState.WAITING,))) == 1, r
+
+
+PG_TMP = os.environ.get("PG_TMP")  # the throwaway server's folder: this test restarts it
+
+
+@needs_pg
+@require_service("PostgreSQL server control", bool(PG_TMP), "set PG_TMP (throwaway_postgres.sh)")
+def test_a_database_restart_mid_search_is_one_line_and_the_study_resumes(tmp_path):
+    runs = tmp_path / "runs"
+    args = [*digits_args(runs, 1, n_trials=4, max_epochs=40), *storage_args("postgres")]
+    with spawned("search", *args) as proc:
+        assert poll_study(_running_with_a_report, *where(runs, args)), "no trial in flight"
+        restart = [str(ROOT / "scripts" / "throwaway_postgres.sh"), "restart", PG_TMP, "3"]
+        subprocess.run(restart, check=True, timeout=120)
+        _, err = proc.communicate(timeout=300)
+    assert "Traceback" not in err, err
+    if proc.returncode != 0:  # it may also ride out the restart: then it finished
+        assert proc.returncode == 1, err
+        assert len(err.strip().splitlines()) == 1, err
+        assert err.startswith("error: lost the study's database (OperationalError: "), err
+        assert "rerun the same command once it is back to resume" in err
+    res = cli("search", *args)
+    assert res.returncode == 0, res.stderr
+    states = [t.state for t in load(runs, args).get_trials()]
+    assert TrialState.RUNNING not in states
+    assert sum(s in studylib.FINISHED for s in states) == 4
