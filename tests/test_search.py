@@ -224,9 +224,9 @@ def test_a_search_waiting_on_other_processes_says_so_and_frees_dead_places(
     """One trial done and two RUNNING fill a budget of 2: one of a process on another host
     (alive for all we know), one of a local process whose pid was reused (a restarted
     container), whose place is freed; the search then waits for the other, saying so."""
-    from automodel.search import trial as trial_module
+    from automodel.search import peers
 
-    monkeypatch.setattr(trial_module, "WAIT_REPORT_SECONDS", 0.5)
+    monkeypatch.setattr(peers, "WAIT_REPORT_SECONDS", 0.5)
     run = make_run("study.n_trials=2")
     plan = search.prepare(run)
     study = search.open_study(plan)

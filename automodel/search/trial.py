@@ -13,12 +13,10 @@ from __future__ import annotations
 
 import contextlib
 import math
-import sys
 import time
 
 import optuna
 import torch
-from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
 from automodel import devices, models, outputs, train
@@ -26,6 +24,7 @@ from automodel.checkpoint import Checkpoint, CheckpointError
 from automodel.config import RunConfig
 from automodel.errors import reason
 from automodel.search.console import Progress, warn
+from automodel.search.peers import fail_stale, run_one, say_waiting
 from automodel.search.plan import Plan, open_study
 from automodel.study import (
     FAIL_ATTR,
@@ -37,22 +36,17 @@ from automodel.study import (
     WORKER_ATTR,
     Surplus,
     counts,
-    fail_dead_local_trials,
-    has_heartbeat,
     is_surplus,
     lease,
     most_common_failure,
     quiet_optuna,
     rank_key,
-    running_elsewhere,
     sign_of,
     worker_id,
 )
 
 # How often a worker with nothing to start looks again at trials other workers are finishing.
 WAIT_SECONDS = 1.0
-# After how long a worker waiting on other processes' trials says which (and again as often).
-WAIT_REPORT_SECONDS = 30.0
 
 
 class SearchStopped(RuntimeError):
@@ -274,63 +268,20 @@ def run_trials(
     waited = None  # since when this worker waits on other processes' trials
     with lease(leases):  # while it lives, this process's trials are not failed as dead
         while time.time() < deadline:
-            _fail_stale(study, leases)
+            fail_stale(study, leases)
             c = counts(study)
             done = c["complete"] + c["pruned"]
             if done >= cfg.study.n_trials:
                 break
             if done + c["running"] >= cfg.study.n_trials:
                 # Other workers hold the last places; wait in case one of them fails or dies.
-                waited = _say_waiting(study, waited)
+                waited = say_waiting(study, waited)
                 time.sleep(WAIT_SECONDS)
                 continue
             waited = None
             failure_guard(study, cfg)
-            _run_one(study, objective, callbacks)
+            run_one(study, objective, callbacks)
     failure_guard(study, cfg)
-
-
-def _run_one(study: optuna.Study, objective: Objective, callbacks: list) -> None:
-    """One trial; one that another process ended meanwhile (it judged this one dead) is a
-    warning, and the worker goes on."""
-    objective.trial_id = None
-    try:
-        study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=callbacks)
-    except (ValueError, UpdateFinishedTrialError):  # Optuna: "Cannot tell a FAIL trial"
-        if objective.trial_id is None:
-            raise
-        trial = study._storage.get_trial(objective.trial_id)
-        if not trial.state.is_finished():
-            raise
-        why = trial.user_attrs.get(FAIL_ATTR, "no reason recorded")
-        warn(
-            f"trial {trial.number} was ended ({trial.state.name.lower()}: {why}) by another "
-            "process while this one ran it; going on"
-        )
-
-
-def _say_waiting(study: optuna.Study, since: float | None) -> float:
-    """Every WAIT_REPORT_SECONDS of waiting, one line naming the trials waited for."""
-    now = time.monotonic()
-    if since is None:
-        return now
-    if now - since < WAIT_REPORT_SECONDS:
-        return since
-    others = running_elsewhere(study)
-    print(
-        f"waiting for {len(others)} trial(s) running in other processes: {', '.join(others)}",
-        file=sys.stderr,
-        flush=True,
-    )
-    return now
-
-
-def _fail_stale(study: optuna.Study, leases) -> None:
-    """Free the places of trials whose worker died: on this machine by process identity and
-    lease, elsewhere by heartbeat (a database)."""
-    fail_dead_local_trials(study, include_unowned=False, leases=leases)
-    if has_heartbeat(study):
-        optuna.storages.fail_stale_trials(study)
 
 
 def failure_guard(study: optuna.Study, cfg: RunConfig) -> None:

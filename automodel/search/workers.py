@@ -18,7 +18,7 @@ import traceback
 from collections.abc import Callable
 from contextlib import contextmanager
 
-from automodel.config import ConfigError
+from automodel.config import ConfigError, mask_url
 from automodel.devices import Slot
 from automodel.errors import StorageError, lost_database, reason
 from automodel.processes import die_with_parent, stop_on_sigterm
@@ -139,7 +139,8 @@ def worker_main(
         sys.exit(1)
     except Exception as err:
         if lost_database(err) is not None:  # the search process says it too, in one line
-            print(f"worker {index}: error: {reason(lost_database(err))}", file=sys.stderr)
+            lost = mask_url(reason(lost_database(err)))
+            print(f"worker {index}: error: lost the study's database ({lost})", file=sys.stderr)
             sys.exit(1)
         print(f"worker {index} crashed:", file=sys.stderr)
         traceback.print_exc()
