@@ -78,9 +78,13 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 130
     except Exception as err:
-        # Disk full, folder not writable, ...: often wrapped by a library (Optuna re-raises
-        # storage errors as other exceptions). Say what failed in one line; results written
-        # before stay intact (every output is written atomically).
+        # Disk full, folder not writable, a database gone: often wrapped by a library (Optuna
+        # re-raises storage errors as other exceptions). Say what failed in one line; results
+        # written before stay intact (every output is written atomically).
+        stop = _storage_failure(err)
+        if stop is not None:
+            print(f"error: {stop}", file=sys.stderr)
+            return 1
         os_err = _os_error(err)
         if os_err is None:
             raise
@@ -90,6 +94,22 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
+
+
+def _storage_failure(err: BaseException) -> str | None:
+    """One line for a study storage that cannot be read or went away, or None."""
+    from automodel.config import mask_url
+    from automodel.errors import StorageError, lost_database, reason
+
+    if isinstance(err, StorageError):
+        return str(err)
+    lost = lost_database(err)
+    if lost is None:
+        return None
+    return mask_url(
+        f"lost the study's database ({reason(lost)}); finished trials are saved: rerun the "
+        "same command once it is back to resume"
+    )
 
 
 def _os_error(err: BaseException | None) -> OSError | None:

@@ -61,6 +61,11 @@ class Checkpoint:
         missing = [k for k in _REQUIRED if k not in raw]
         if missing:
             raise CheckpointError(f"the checkpoint has no {missing[0]!r}")
+        for key in ("params", "recipe", "val", "state_dict"):  # a damaged or foreign file
+            if not isinstance(raw[key], dict):
+                raise CheckpointError(
+                    f"the checkpoint's {key!r} is a {type(raw[key]).__name__}, not a mapping"
+                )
         known = {f.name for f in dataclasses.fields(train.Recipe)}
         recipe = train.Recipe(**{k: v for k, v in raw["recipe"].items() if k in known})
         spec = raw["spec"] if isinstance(raw["spec"], DataSpec) else DataSpec.from_dict(raw["spec"])
@@ -97,7 +102,7 @@ class Checkpoint:
         model = models.create(self.family, self.params, self.spec)
         try:
             model.load_state_dict(self.state_dict)
-        except RuntimeError as err:
+        except (RuntimeError, TypeError) as err:  # TypeError: values that are not tensors
             raise CheckpointError(
                 f"the checkpoint's weights do not fit its model: {first_line(err)}"
             ) from None

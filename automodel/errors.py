@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 
 def first_line(err: BaseException) -> str:
     """The first non-empty line of an exception's message, or its type name when it has none."""
@@ -16,3 +18,20 @@ def reason(err: BaseException, limit: int = 500) -> str:
     text = first_line(err)
     name = type(err).__name__
     return (f"{name}: {text}" if text != name else name)[:limit]
+
+
+class StorageError(RuntimeError):
+    """The study's storage cannot be read, or went away mid-search: one line, exit code 1."""
+
+
+def lost_database(err: BaseException | None) -> BaseException | None:
+    """The database error behind `err` (SQLAlchemy's OperationalError or InterfaceError: a
+    server that stopped, restarted or cannot be reached), or None."""
+    exc = sys.modules.get("sqlalchemy.exc")  # never imported here: only a database raises it
+    seen = set()
+    while exc is not None and err is not None and id(err) not in seen:
+        if isinstance(err, (exc.OperationalError, exc.InterfaceError)):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None

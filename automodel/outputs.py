@@ -4,6 +4,7 @@
     search_space.yaml    the space the study was created with
     study.journal        Optuna storage (default)
     trials/<n>/model.pt  weights of the top-k trials (a checkpoint: weights + architecture)
+    owners/              a lock file per process running trials (study.owners: dead or alive)
     best_model.pt        checkpoint of the best trial, with its test metric
     best_params.json     the best trial's params
     summary.json         what scripts read: study, best_trial, params, val, test, counts, ...
@@ -67,6 +68,11 @@ def write_json(path: Path, obj) -> None:
 def trial_checkpoint(study_dir: Path, number: int) -> Path:
     """Where trial `number` keeps its weights (a checkpoint.Checkpoint) while it ranks top k."""
     return study_dir / "trials" / str(number) / "model.pt"
+
+
+def leases(study_dir: Path) -> Path:
+    """Where the processes running a study's trials hold their leases (see study.owners)."""
+    return study_dir / "owners"
 
 
 def prune_trials(study_dir: Path, keep: set[int], finished: set[int]) -> None:

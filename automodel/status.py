@@ -9,11 +9,13 @@ import optuna
 from optuna.trial import TrialState
 
 from automodel.config import ConfigError, RunConfig
+from automodel.errors import StorageError
 from automodel.study import (
     best_trial,
     counts,
     most_common_failure,
     open_storage,
+    open_study_storage,
     quiet_optuna,
     ranked,
 )
@@ -57,10 +59,7 @@ def _summary(study_dir: Path) -> dict:
         return {}
 
 
-def _load(study_dir: Path, name: str, storage_url: str | None) -> optuna.Study | None:
-    if storage_url is None and not (study_dir / "study.journal").exists():
-        return None
-    storage = open_storage(storage_url, study_dir)
+def _load(storage, name: str) -> optuna.Study | None:
     try:
         return optuna.load_study(study_name=name, storage=storage)
     except KeyError:
@@ -68,7 +67,12 @@ def _load(study_dir: Path, name: str, storage_url: str | None) -> optuna.Study |
 
 
 def _counts_and_best(study_dir: Path) -> tuple[dict, float | None]:
-    study = _load(study_dir, study_dir.name, None)
+    study = None
+    if (study_dir / "study.journal").exists():
+        try:
+            study = _load(open_storage(None, study_dir), study_dir.name)
+        except StorageError:  # one unreadable journal: its row says so, the others are listed
+            return {"complete": "unreadable"}, None
     if study is None:  # an RDB study: the last summary is what we know here
         summary = _summary(study_dir)
         return summary.get("counts", {}), next(iter(summary.get("val", {}).values()), None)
@@ -77,7 +81,9 @@ def _counts_and_best(study_dir: Path) -> tuple[dict, float | None]:
 
 
 def _show_study(cfg: RunConfig, top: int) -> int:
-    study = _load(cfg.study_dir, cfg.study.name, cfg.study.storage)
+    study = None
+    if cfg.study.storage is not None or (cfg.study_dir / "study.journal").exists():
+        study = _load(open_study_storage(cfg), cfg.study.name)  # one-line errors
     if study is None:
         raise ConfigError(
             f"no study named {cfg.study.name!r} under {cfg.runs_dir}/ (or in study.storage)"

@@ -28,8 +28,9 @@ def export_study(cfg: RunConfig, command: str = "", ensemble_given: bool = False
     ensemble selected anew with `cfg.ensemble` (size 0: the best trial).
 
     The best trial comes from best_model.pt. Another trial comes from its kept weights, or is
-    retrained from its seed (as the search's end would) when they were not kept; both take the
-    data and trainer settings the study was searched with (its config.yaml), not this command's.
+    retrained as it recorded it trained (as the search's end would) when they were not kept,
+    on the data and trainer settings the study recorded, not this command's nor config.yaml's
+    (which says what the latest command that ran the study said).
     """
     study_dir = cfg.study_dir
     if not (study_dir / "config.yaml").is_file():
@@ -79,10 +80,13 @@ def _trial_checkpoint(cfg: RunConfig, number: int) -> tuple[Checkpoint, torch.nn
     """Trial `number`'s checkpoint, with its test metric measured now, and its model."""
     if number < 0:
         raise ConfigError(f"trial must be a trial number >= 0, got {number}")
-    saved = searched_with(cfg)
-    plan = search.prepare(saved)
     search.quiet_optuna()
-    study = optuna.load_study(study_name=saved.study.name, storage=search.open_study_storage(saved))
+    try:
+        study = optuna.load_study(study_name=cfg.study.name, storage=search.open_study_storage(cfg))
+    except KeyError:
+        raise ConfigError(f"no study named {cfg.study.name!r} in its storage") from None
+    saved = searched_with(cfg, study.user_attrs)
+    plan = search.prepare(saved)
     trials = {t.number: t for t in study.get_trials(deepcopy=False)}
     if number not in trials:
         raise ConfigError(
@@ -103,7 +107,7 @@ def _trial_checkpoint(cfg: RunConfig, number: int) -> tuple[Checkpoint, torch.nn
             flush=True,
         )
     device = torch.device("cpu")
-    if saved.trainer.threads:  # as the trial ran: a thread count can change the last bits
+    if saved.trainer.threads:  # a trial of an older version records none (a newer one does)
         torch.set_num_threads(saved.trainer.threads)
     ckpt, model = search.trained(plan, trial, device)
     # With folds the trial's model is its first fold's, normalised that fold's way.
@@ -112,22 +116,51 @@ def _trial_checkpoint(cfg: RunConfig, number: int) -> tuple[Checkpoint, torch.nn
     return ckpt, model
 
 
-def searched_with(cfg: RunConfig) -> RunConfig:
-    """The settings the study was searched with: its config.yaml and its own search space.
+def searched_with(cfg: RunConfig, recorded: dict | None = None) -> RunConfig:
+    """The settings the study was searched with: the data, folds, seed and trainer settings it
+    recorded (`recorded`: the study's user attrs, read from its storage when None; see
+    study.identity), and its own search space (search_space.yaml: its identity).
 
-    The storage URL is masked on disk, so it comes from this command line (as for status).
+    This command line gives the rest (where the study is: its storage URL is masked on
+    disk). A study of an older automodel recorded no seed nor trainer: its config.yaml does.
     """
-    import yaml
     from omegaconf import OmegaConf
 
-    saved = yaml.safe_load((cfg.study_dir / "config.yaml").read_text())
-    # The space the study was created with: its identity, which every rerun kept.
+    if recorded is None:
+        recorded = _recorded(cfg)
+    saved = config.as_dict(cfg)
+    if "seed" in recorded and "trainer" in recorded:
+        saved["trainer"].update(recorded["trainer"])
+        saved.update(data=recorded["data"], seed=recorded["seed"])
+    else:
+        old = _config_yaml(cfg.study_dir / "config.yaml")
+        saved.update(data=old.get("data", saved["data"]), seed=old.get("seed", saved["seed"]))
+        saved["trainer"].update(old.get("trainer") or {})
+    if "cv_folds" in recorded:  # resolved when the study was created: 0 or k
+        saved["data"]["cv_folds"] = recorded["cv_folds"]
     space = OmegaConf.to_container(OmegaConf.load(cfg.study_dir / "search_space.yaml"))
-    saved.update(
-        search_space=space,
-        runs_dir=cfg.runs_dir,
-        trial=None,
-        quiet=cfg.quiet,
-    )
+    saved.update(search_space=space, trial=None)
     saved["study"]["storage"] = cfg.study.storage
     return config.to_run_config(OmegaConf.create(saved))
+
+
+def _recorded(cfg: RunConfig) -> dict:
+    """The study's recorded identity (its user attrs); empty when the storage has no study."""
+    search.quiet_optuna()
+    try:
+        study = optuna.load_study(study_name=cfg.study.name, storage=search.open_study_storage(cfg))
+    except KeyError:
+        return {}
+    return dict(study.user_attrs)
+
+
+def _config_yaml(path: Path) -> dict:
+    import yaml
+
+    try:
+        saved = yaml.safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        raise ConfigError(f"{path} cannot be read: {str(err).splitlines()[0]}") from None
+    if not isinstance(saved, dict):
+        raise ConfigError(f"{path} is not a mapping of settings")
+    return saved

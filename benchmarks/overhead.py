@@ -31,7 +31,6 @@ from collections import defaultdict
 import sidebyside as sbs
 
 from automodel import config, models, search, spaces, train
-from automodel import study as studylib
 
 PIECES = {
     "training": (train, "fit"),
@@ -106,16 +105,16 @@ def stock_journal():
 
     def stock(path: str) -> JournalFileBackend:
         lock = JournalFileOpenLock(path)
-        backend = JournalFileBackend(path, lock)
-        backend._open_lock = lock  # what study.open_storage repairs a torn tail under
-        return backend
+        return JournalFileBackend(path, lock)
 
-    saved = studylib._journal_file
-    studylib._journal_file = stock
+    from automodel.study import storage
+
+    saved = storage.journal_file
+    storage.journal_file = stock
     try:
         yield
     finally:
-        studylib._journal_file = saved
+        storage.journal_file = saved
 
 
 def _warm_up(plan) -> None:

@@ -4,6 +4,7 @@
 #
 #   eval "$(scripts/throwaway_postgres.sh start)"   # exports AUTOMODEL_TEST_POSTGRES_URL, PG_TMP
 #   scripts/throwaway_postgres.sh stop "$PG_TMP"
+#   scripts/throwaway_postgres.sh restart "$PG_TMP" 3   # down for 3 s (tests of a DB restart)
 set -euo pipefail
 
 pg_bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1; }
@@ -32,8 +33,16 @@ stop)
   as_pg "$bin/pg_ctl" -D "$tmp/data" -m immediate -w stop >/dev/null 2>&1 || true
   rm -rf "$tmp"
   ;;
+restart)
+  tmp=${2:?usage: $0 restart PG_TMP [SECONDS_DOWN]}
+  bin=$(pg_bin)
+  as_pg "$bin/pg_ctl" -D "$tmp/data" -m fast -w stop >/dev/null
+  sleep "${3:-0}"
+  # restart on a stopped server starts it with the options it last ran with (postmaster.opts)
+  as_pg "$bin/pg_ctl" -D "$tmp/data" -l "$tmp/server.log" -w restart >/dev/null 2>&1
+  ;;
 *)
-  echo "usage: $0 start | stop PG_TMP" >&2
+  echo "usage: $0 start | stop PG_TMP | restart PG_TMP [SECONDS_DOWN]" >&2
   exit 2
   ;;
 esac

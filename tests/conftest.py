@@ -23,8 +23,10 @@ from automodel.hparams import Param
 ROOT = Path(__file__).resolve().parent.parent
 # CI sets it: there a missing service or tool means a broken set-up, not a test to skip.
 STRICT = os.environ.get("AUTOMODEL_STRICT") == "1"
-# Small and fast: tabular synthetic data, a few epochs, one thread, no MLflow unless asked.
+# Small and fast: tabular synthetic data, a few epochs, one thread, no MLflow unless asked;
+# on the CPU, so that a machine with a GPU runs the same tests (tests of devices say theirs).
 FAST = [
+    "devices=cpu",
     "data=synthetic",
     "data.n_samples=300",
     "study.n_trials=4",
@@ -45,6 +47,7 @@ FAST = [
 def digits_args(runs: Path, workers: int, n_trials: int = 12, max_epochs: int = 25) -> list[str]:
     """A search slow enough (digits, no pruning, many epochs) to interrupt mid-trial."""
     return [
+        "devices=cpu",
         "data=digits",
         f"study.n_trials={n_trials}",
         f"trainer.max_epochs={max_epochs}",

@@ -6,6 +6,7 @@ import json
 import subprocess
 
 import pytest
+import torch
 from optuna.trial import TrialState
 
 from tests.conftest import FAST, cli, digits_args, load_study, poll_study, spawned, tree
@@ -98,3 +99,27 @@ def test_sigkill_mid_search_then_rerun_resumes(tmp_path, workers):
     assert failed, "the kill should have cost at least the trial in flight"
     summary = json.loads((study_dir / "summary.json").read_text())
     assert summary["counts"] == {"complete": 12, "pruned": 0, "failed": len(failed)}
+
+
+@pytest.mark.parametrize("config_yaml", ["stale", "corrupt"])
+def test_export_retrains_a_trial_as_the_study_recorded_it(tmp_path, config_yaml):
+    """config.yaml says what the latest command said (or was damaged): exporting a trial that
+    kept no weights retrains it with the settings the study and the trial recorded."""
+    runs = tmp_path / "runs"
+    assert cli("search", *FAST, f"runs_dir={runs}", "study.n_trials=3").returncode == 0
+    study_dir = runs / "synthetic-mlp"
+    trials = load_study(study_dir).get_trials()
+    kept = {int(p.name) for p in (study_dir / "trials").iterdir()}
+    trial = next(t for t in trials if t.state == TrialState.COMPLETE and t.number not in kept)
+    text = (study_dir / "config.yaml").read_text()
+    if config_yaml == "stale":
+        text = text.replace("max_epochs: 3", "max_epochs: 7").replace("seed: 0", "seed: 5")
+    else:
+        text = text[: len(text) // 2] + "\n  - ]{"
+    (study_dir / "config.yaml").write_text(text)
+    res = cli("export", f"runs_dir={runs}", "study.name=synthetic-mlp", f"trial={trial.number}")
+    assert res.returncode == 0, res.stderr
+    assert "Traceback" not in res.stderr
+    ckpt = torch.load(study_dir / "trials" / str(trial.number) / "model.pt", weights_only=True)
+    assert ckpt["recipe"]["epochs"] == 3
+    assert ckpt["val"][trial.user_attrs["metric"]] == trial.value

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import resource
@@ -9,6 +10,7 @@ import signal
 import subprocess
 import sys
 
+import optuna
 import pytest
 import torch
 from optuna.trial import TrialState
@@ -110,7 +112,6 @@ def test_workers_run_when_the_search_is_pid_1(tmp_path):
         *FAST,
         f"runs_dir={runs}",
         "workers=2",
-        "devices=cpu",
         "study.n_trials=8",
         # Unpruned trials of ~1 s: the worker has imported torch before the budget is spent.
         "trainer.max_epochs=50",
@@ -128,8 +129,8 @@ def test_workers_run_when_the_search_is_pid_1(tmp_path):
     assert res.returncode == 0, res.stderr
     assert "exited with code" not in res.stderr, res.stderr
     trials = load_study(runs / "synthetic-mlp").get_trials()
-    pids = {t.user_attrs[studylib.WORKER_ATTR].rsplit(":", 1)[1] for t in trials}
-    assert "1" in pids and len(pids) == 2, pids  # the search (PID 1) and its one worker
+    pids = {studylib.Owner.parse(t.user_attrs[studylib.WORKER_ATTR]).pid for t in trials}
+    assert 1 in pids and len(pids) == 2, pids  # the search (PID 1) and its one worker
 
 
 def test_a_worker_whose_parent_is_gone_exits_130_without_a_traceback():
@@ -188,3 +189,118 @@ def test_trials_that_raise_or_run_out_of_memory_fail_with_their_reason(make_run,
     )
     assert trials[1].user_attrs["fail_reason"].startswith("RuntimeError: mat1 and mat2 shapes")
     assert summary["counts"]["failed"] >= 2 and summary["params"]["fault"] == "none"
+
+
+def test_a_torn_record_is_dropped_before_another_process_appends(tmp_path):
+    """A writer killed mid-record leaves half a line; a worker that opened the journal before
+    (so its open did not repair it) appends next: its records must not glue onto it."""
+    study_dir = tmp_path / "s"
+    other_worker = studylib.open_storage(None, study_dir)  # opened before the tear
+    study = optuna.create_study(study_name="s", storage=other_worker)
+    trial = study.ask()
+    with open(study_dir / "study.journal", "ab") as f:  # the killed writer's half record
+        f.write(b'{"op_code":8,"worker_id":"gone","trial_id":0,"user_attr":{"ha')
+    trial.set_user_attr("first", 1)
+    trial.set_user_attr("second", 2)
+    fresh = optuna.load_study(study_name="s", storage=studylib.open_storage(None, study_dir))
+    assert fresh.trials[0].user_attrs == {"first": 1, "second": 2}
+
+
+def test_a_failed_append_is_cut_back_and_the_journal_stays_readable(tmp_path):
+    """An append that a full disk stops half-way (EFBIG here) leaves the journal as it was,
+    and the same process appends whole records once there is room again."""
+    study_dir = tmp_path / "s"
+    optuna.create_study(study_name="s", storage=studylib.open_storage(None, study_dir)).ask()
+    journal = study_dir / "study.journal"
+    code = f"""
+import resource, signal
+from pathlib import Path
+import optuna
+from automodel import study as studylib
+journal = Path({str(journal)!r})
+study = optuna.load_study(study_name="s", storage=studylib.open_storage(None, journal.parent))
+before = journal.stat().st_size
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (before + 20, resource.RLIM_INFINITY))
+try:
+    study._storage.set_trial_user_attr(0, "big", "x" * 1000)
+except OSError as err:
+    print(err.errno, journal.stat().st_size - before)
+resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+study._storage.set_trial_user_attr(0, "after", 1)
+study._storage.set_trial_user_attr(0, "again", 2)
+"""
+    res = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split() == [str(errno.EFBIG), "0"]  # failed, and nothing of it left
+    fresh = optuna.load_study(study_name="s", storage=studylib.open_storage(None, study_dir))
+    assert fresh.trials[0].user_attrs == {"after": 1, "again": 2}
+
+
+def test_the_journal_is_fsynced_once_per_finished_trial_not_per_record(make_run, monkeypatch):
+    run = make_run("study.n_trials=3")
+    journal_syncs = []
+    real_fsync = os.fsync
+
+    def fsync(fd):
+        if os.readlink(f"/proc/self/fd/{fd}").endswith("study.journal"):
+            journal_syncs.append(fd)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    search.search(run)
+    records = (run.study_dir / "study.journal").read_bytes().count(b"\n")
+    finished = [t for t in load_study(run.study_dir).get_trials() if t.state.is_finished()]
+    assert len(finished) <= len(journal_syncs) < records / 4
+
+
+def _one_line(res: subprocess.CompletedProcess, code: int, starts: str) -> str:
+    """The one line a failing command printed on stderr, checked."""
+    assert res.returncode == code, res.stderr
+    assert "Traceback" not in res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(starts), res.stderr
+    return lines[0]
+
+
+def test_a_corrupt_journal_is_one_line_for_search_and_status(tmp_path):
+    runs = tmp_path / "runs"
+    args = [*FAST, f"runs_dir={runs}", "study.n_trials=2"]
+    assert cli("search", *args).returncode == 0
+    journal = runs / "synthetic-mlp" / "study.journal"
+    lines = journal.read_bytes().splitlines(keepends=True)
+    lines[5] = b"\0" * 40 + b"\n"  # a block of zeros: what a power cut can leave
+    journal.write_bytes(b"".join(lines))
+    line = _one_line(cli("search", *args, "study.n_trials=4"), 1, f"error: {journal} is not")
+    assert "line 6 is not a journal record" in line and "head -n 5" in line
+    _one_line(cli("status", f"runs_dir={runs}", "study.name=synthetic-mlp"), 1, "error: ")
+    res = cli("status", f"runs_dir={runs}")  # the list goes on past an unreadable study
+    assert res.returncode == 0 and "unreadable" in res.stdout, res.stderr
+
+
+def test_status_with_an_unreachable_database_is_one_line(tmp_path):
+    url = "postgresql+psycopg2://someone:pw@127.0.0.1:1/nothing"  # no server listens on port 1
+    res = cli("status", f"runs_dir={tmp_path}", "study.name=x", f"study.storage={url}")
+    line = _one_line(res, 2, "error: cannot open study.storage 'postgresql+psycopg2://someone:***@")
+    assert "pw" not in line
+
+
+def test_a_corrupt_checkpoint_is_one_line_for_export(tmp_path):
+    runs = tmp_path / "runs"
+    assert cli("search", *FAST, f"runs_dir={runs}", "study.n_trials=2").returncode == 0
+    best = runs / "synthetic-mlp" / "best_model.pt"
+    good = torch.load(best, weights_only=True)
+    damaged = {
+        "torn": None,
+        "weights not a mapping": {**good, "state_dict": "garbage"},
+        "recipe not a mapping": {**good, "recipe": "garbage"},
+    }
+    for what, content in damaged.items():
+        if content is None:
+            best.write_bytes(best.read_bytes()[:300])
+        else:
+            torch.save(content, best)
+        res = cli("export", f"runs_dir={runs}", "study.name=synthetic-mlp")
+        assert str(best) in _one_line(res, 2, "error: "), what

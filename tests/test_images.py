@@ -9,6 +9,7 @@ import json
 import runpy
 import shutil
 import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ from PIL import Image
 import automodel.data
 from automodel import models, train
 from automodel.config import DataConfig
+from automodel.runtime.inputs import read_image
 from tests.conftest import FAST, cli, tree
 from tests.test_export import _script, blocker  # noqa: F401 (a fixture)
 
@@ -43,6 +45,21 @@ def image_folder(root: Path, n: int = 16, size: int = 12, mode: str = "RGB") -> 
             pixels = np.clip(rng.normal(base, 40, shape), 0, 255).astype(np.uint8)
             Image.fromarray(pixels).convert(mode).save(root / label / f"{i}.png")
     return root
+
+
+def bomb(path: Path, side: int = 20000) -> Path:
+    """A PNG of a few bytes whose header says side x side pixels: a decompression bomb (its
+    data, never read, is empty). 20000: past twice Pillow's limit (an error); 10000: past
+    the limit only (Pillow warns, and would decode 300 MB)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data)
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    header = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)  # 8-bit RGB
+    png = chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + png)
+    return path
 
 
 def space(tmp: Path, augment: str = "crop_flip") -> Path:
@@ -192,6 +209,17 @@ def test_search_on_an_image_folder_and_the_export_reads_image_files(
     assert np.load(tmp_path / "map.npy").shape == (3, 8, 8)
     with Image.open(tmp_path / "map.png") as picture:
         assert picture.size == (256, 256)
+    res = _script(export_dir, blocker, "predict", "--input", bomb(tmp_path / "bomb.png"))
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
+    assert res.stderr.startswith(f"error: {tmp_path / 'bomb.png'} is too large to read safely")
+    assert len(res.stderr.strip().splitlines()) == 1, res.stderr
+
+
+@pytest.mark.parametrize("side", [10000, 20000])
+def test_a_decompression_bomb_is_refused_before_it_is_decoded(tmp_path, side):
+    path = bomb(tmp_path / "bomb.png", side)
+    with pytest.raises(ValueError, match=f"^{path} is too large to read safely: Image size"):
+        read_image(path, "RGB", (8, 8))
 
 
 def test_the_image_export_retrains_with_augmentation(tmp_path, blocker):  # noqa: F811
@@ -252,6 +280,9 @@ def _bad(tmp: Path, case: str) -> tuple[list[str], str]:
     if case == "unreadable":
         (folder / "dark" / "broken.png").write_bytes(b"not an image")
         return [f"data.path={folder}"], "dark/broken.png in"
+    if case == "decompression bomb":
+        bomb(folder / "dark" / "bomb.png")
+        return [f"data.path={folder}"], "dark/bomb.png in"
     if case == "single class":
         shutil.rmtree(folder / "dark")
         return [f"data.path={folder}"], "has a single class ('bright')"
@@ -280,6 +311,7 @@ BAD = [
     "mixed modes",
     "mixed sizes",
     "unreadable",
+    "decompression bomb",
     "single class",
     "too few per class",
     "torchvision missing",

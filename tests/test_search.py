@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
 import time
 
 import optuna
@@ -117,6 +119,38 @@ def test_a_changed_space_on_resume_is_refused(make_run, tmp_path):
     assert (make_run().study_dir / "study.journal").read_bytes() == before
 
 
+@pytest.mark.parametrize(
+    "changed, named",
+    [
+        ("trainer.max_epochs=4", "trainer (max_epochs: 3 then, 4 now)"),
+        ("trainer.eval_batch_size=64", "trainer (eval_batch_size: 2048 then, 64 now)"),
+        ("trainer.compile=true", "trainer (compile: False then, True now)"),
+        ("seed=1", "seed (0 then, 1 now)"),  # the seed splits the data too
+    ],
+)
+def test_changed_trainer_settings_or_seed_on_resume_are_refused(make_run, changed, named):
+    run = make_run("study.n_trials=1", "trainer.max_epochs=3")
+    plan = search.prepare(run)
+    search.open_study(plan)
+    before = (run.study_dir / "study.journal").read_bytes()
+    with pytest.raises(ConfigError, match=rf"was created with a different {re.escape(named)};"):
+        search.open_study(search.prepare(make_run("study.n_trials=1", changed)))
+    assert (run.study_dir / "study.journal").read_bytes() == before
+
+
+def test_retraining_follows_the_trials_record_not_the_latest_settings(make_run):
+    """The best trial kept no weights (they live on another host): it is retrained as it
+    trained, whatever a later command line says about the trainer."""
+    run = make_run("study.n_trials=2")
+    best = search.search(run)["best_trial"]
+    (run.study_dir / "trials" / str(best) / "model.pt").unlink()
+    trial = load_study(run.study_dir).trials[best]
+    later = search.prepare(make_run("trainer.max_epochs=5", "trainer.threads=2"))
+    ckpt, _ = search.trained(later, trial, torch.device("cpu"))
+    assert ckpt.recipe.epochs == 3 and ckpt.recipe.seed == run.seed + best
+    assert ckpt.val[trial.user_attrs["metric"]] == trial.value
+
+
 @pytest.fixture
 def poison_family(monkeypatch, tmp_path):
     monkeypatch.setitem(models.FAMILIES, "poisoned", POISONED)
@@ -155,18 +189,62 @@ def test_too_many_failures_stop_the_search_naming_the_error(make_run, poison_fam
 
 
 def test_dead_workers_running_trials_are_failed_on_resume(make_run):
+    """Only owners provably gone are failed: a pid is reused after a container restart, and
+    another PID namespace's pids mean nothing here (see study.owners)."""
     run = make_run("study.n_trials=3")
+    study = search.open_study(search.prepare(run))
+    me = studylib.Owner.parse(studylib.worker_id())
+    leases = run.study_dir / "owners"
+    other_ns = dataclasses.replace(me, pid=999999999, pidns=me.pidns + 1)
+    owners = {
+        "legacy, dead": f"{me.host}:999999999",  # as older versions wrote it
+        "pid reused": dataclasses.replace(me, start=me.start + 1),  # a restarted container
+        "other pid namespace": other_ns,  # no lease here: not ours to judge
+        "other namespace, lease free": dataclasses.replace(other_ns, start=7),
+        "other host": dataclasses.replace(me, host="elsewhere", pid=999999999),
+        "this process": me,
+    }
+    leases.mkdir(parents=True)
+    (leases / owners["other namespace, lease free"].lease_name).touch()  # its process died
+    trials = {}
+    for what, owner in owners.items():
+        trials[what] = study.ask()
+        study._storage.set_trial_user_attr(trials[what]._trial_id, studylib.WORKER_ATTR, str(owner))
+    failed = studylib.fail_dead_local_trials(study, include_unowned=True, leases=leases)
+    gone = ["legacy, dead", "pid reused", "other namespace, lease free"]
+    assert failed == [trials[what].number for what in gone]
+    states = {t.number: t.state for t in study.get_trials()}
+    for what, trial in trials.items():
+        assert states[trial.number] == (TrialState.FAIL if what in gone else TrialState.RUNNING)
+
+
+def test_a_search_waiting_on_other_processes_says_so_and_frees_dead_places(
+    make_run, monkeypatch, capsys
+):
+    """One trial done and two RUNNING fill a budget of 2: one of a process on another host
+    (alive for all we know), one of a local process whose pid was reused (a restarted
+    container), whose place is freed; the search then waits for the other, saying so."""
+    from automodel.search import peers
+
+    monkeypatch.setattr(peers, "WAIT_REPORT_SECONDS", 0.5)
+    run = make_run("study.n_trials=2")
     plan = search.prepare(run)
     study = search.open_study(plan)
-    ghost = study.ask()  # a trial whose process vanished: RUNNING, owned by a dead pid
-    study._storage.set_trial_user_attr(
-        ghost._trial_id, studylib.WORKER_ATTR, f"{studylib.worker_id().rsplit(':', 1)[0]}:999999999"
-    )
-    alive = study.ask()  # one owned by a live process (this one) must be left alone
-    study._storage.set_trial_user_attr(alive._trial_id, studylib.WORKER_ATTR, studylib.worker_id())
-    assert studylib.fail_dead_local_trials(study, include_unowned=True) == [ghost.number]
+    study.add_trial(optuna.trial.create_trial(value=0.5, params={}, distributions={}))
+    me = studylib.Owner.parse(studylib.worker_id())
+    elsewhere = dataclasses.replace(me, host="elsewhere", pid=7)
+    numbers = []
+    for owner in (elsewhere, dataclasses.replace(me, start=me.start + 1)):
+        trial = study.ask()
+        study._storage.set_trial_user_attr(trial._trial_id, studylib.WORKER_ATTR, str(owner))
+        numbers.append(trial.number)
+    search.run_trials(plan, study, torch.device("cpu"), deadline=time.time() + 2)
     states = {t.number: t.state for t in study.get_trials()}
-    assert states == {ghost.number: TrialState.FAIL, alive.number: TrialState.RUNNING}
+    assert [states[n] for n in numbers] == [TrialState.RUNNING, TrialState.FAIL]
+    assert sum(s == TrialState.COMPLETE for s in states.values()) == 1  # nothing else ran
+    err = capsys.readouterr().err
+    expected = f"waiting for 1 trial(s) running in other processes: #{numbers[0]} (elsewhere:7)\n"
+    assert expected in err
 
 
 @pytest.mark.parametrize("sampler", ["tpe", "random", "cmaes", "gp", "qmc"])

@@ -75,23 +75,35 @@ def test_generated_script_template_loads_weights_safely():
 @require_service("PostgreSQL", bool(PG_URL), "needs AUTOMODEL_TEST_POSTGRES_URL")
 def test_a_storage_password_appears_nowhere(tmp_path):
     # The throwaway server trusts local connections, so any password is accepted: we can
-    # run a real search with one and look for it everywhere the search wrote or printed.
+    # run a real search with one and look for it everywhere the search wrote or printed,
+    # MLflow's runs and the exported script included.
+    from mlflow import MlflowClient
+    from sqlalchemy.engine import make_url
+
     secret = "pw-5ecr3t-xyz"
-    url = PG_URL.replace("postgres@", f"postgres:{secret}@", 1)
+    url = make_url(PG_URL).set(password=secret).render_as_string(hide_password=False)
+    assert secret in url  # whatever user the server's URL names: else this tests nothing
     runs = tmp_path / "runs"
     name = f"secret-{uuid.uuid4().hex[:8]}"  # the server may outlive one test run
-    res = cli(
-        "search",
-        *FAST,
-        f"runs_dir={runs}",
-        f"study.storage={url}",
-        f"study.name={name}",
-        "quiet=false",
-    )
+    args = [f"runs_dir={runs}", f"study.storage={url}", f"study.name={name}"]
+    tracked = [o for o in FAST if not o.startswith("tracking.")]
+    res = cli("search", *tracked, *args, "quiet=false", "tracking.enabled=true")
     assert res.returncode == 0, res.stderr
     assert secret not in res.stdout + res.stderr
     for path in runs.rglob("*"):
         if path.is_file():
             assert secret.encode() not in path.read_bytes(), path
-    res = cli("status", f"runs_dir={runs}", f"study.storage={url}", f"study.name={name}")
+    masked = "postgres:***@" if make_url(PG_URL).username == "postgres" else ":***@"
+    assert masked in (runs / name / "export" / "best_model.py").read_text()  # its command
+    store = f"sqlite:///{runs / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=store, registry_uri=store)
+    found = client.search_runs([client.get_experiment_by_name("automodel").experiment_id])
+    assert len(found) >= 3  # the study's run and a run per trial
+    for run in found:
+        for key, value in {**run.data.params, **run.data.tags}.items():
+            assert secret not in value, key
+    parent = next(r for r in found if "automodel.command" in r.data.tags)
+    assert masked in parent.data.tags["automodel.storage"]
+    assert masked in parent.data.tags["automodel.command"]
+    res = cli("status", *args)
     assert res.returncode == 0 and secret not in res.stdout + res.stderr

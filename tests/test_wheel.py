@@ -65,7 +65,8 @@ def test_a_search_runs_from_the_installed_wheel(tmp_path):
     run(
         python,
         *("-m", "automodel", "search", "study.n_trials=2", "trainer.max_epochs=1"),
-        *("trainer.threads=1", "workers=1", "tracking.enabled=false", "quiet=true"),
+        *("trainer.threads=1", "workers=1", "devices=cpu", "tracking.enabled=false"),
+        "quiet=true",
         f"runs_dir={runs}",
         cwd=work,
         env=env,

@@ -10,6 +10,7 @@ turns one into its pixels.
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -106,10 +107,14 @@ def _check_images(root: Path, files: list[Path], image_size: int | None):
     for path in files:
         name = path.relative_to(root)
         try:
-            with Image.open(path) as image:
-                mode, size = image.mode, image.size
+            with warnings.catch_warnings():  # a decompression bomb: as runtime.read_image
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                with Image.open(path) as image:
+                    mode, size = image.mode, image.size
         except (UnidentifiedImageError, OSError):
             raise ValueError(f"{name} in {root} is not a readable image") from None
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+            raise ValueError(f"{name} in {root} is too large to read safely: {err}") from None
         if first is None:
             first = name, mode, size
         elif MODES.get(mode, "RGB") != MODES.get(first[1], "RGB"):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import math
 import re
+import warnings
 import zlib
 
 import numpy as np
@@ -139,10 +140,19 @@ def _number(text: str, column: str, row: int) -> float:
 
 
 def read_image(path, mode: str, size: tuple[int, int]) -> np.ndarray:
-    """An image file -> its pixels, as `pixels` gives them."""
+    """An image file -> its pixels, as `pixels` gives them. A file whose header claims more
+    pixels than Pillow's limit (a decompression bomb: a small file that decodes to
+    gigabytes) is a ValueError naming it, before anything is decoded."""
     image_module = _pillow()
-    with image_module.open(path) as image:
-        return pixels(image, mode, size)
+    bomb = (image_module.DecompressionBombError, image_module.DecompressionBombWarning)
+    try:
+        with warnings.catch_warnings():
+            # Pillow only warns between its limit and twice it: refuse those files too.
+            warnings.simplefilter("error", image_module.DecompressionBombWarning)
+            with image_module.open(path) as image:
+                return pixels(image, mode, size)
+    except bomb as err:
+        raise ValueError(f"{path} is too large to read safely: {err}") from None
 
 
 def pixels(image, mode: str, size: tuple[int, int]) -> np.ndarray:

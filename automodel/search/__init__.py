@@ -17,7 +17,7 @@ import time
 
 import optuna
 
-from automodel import devices
+from automodel import devices, outputs
 from automodel.config import ConfigError, RunConfig
 from automodel.search import console, converge
 from automodel.search.console import print_summary
@@ -102,19 +102,18 @@ def search(cfg: RunConfig, command: str = "", attach: bool = False) -> dict:
 
 
 def _open(plan: Plan, attach: bool) -> optuna.Study:
-    """The study, with its run files written, dead trials failed and the space's enqueued
-    candidates queued (on a new study)."""
+    """The study (its creator queued the space's enqueued candidates), with its run files
+    written and the trials of dead processes failed."""
     cfg = plan.cfg
     study = open_study(plan, must_exist=attach)
     write_run_files(plan)
     if not attach:  # this invocation judges convergence afresh (a joining host does not)
         converge.reset(study)
-    stale = fail_dead_local_trials(study, include_unowned=cfg.study.storage is None)
+    stale = fail_dead_local_trials(
+        study, include_unowned=cfg.study.storage is None, leases=outputs.leases(cfg.study_dir)
+    )
     if stale and not cfg.quiet:
         print(f"marked {len(stale)} trial(s) left RUNNING by a dead process as failed: {stale}")
-    if not study.trials:
-        for params in plan.space.enqueue:
-            study.enqueue_trial(params, skip_if_exists=True)
     return study
 
 

@@ -138,12 +138,21 @@ def _inapplicable(name: str, raw: dict, spec: DataSpec) -> str | None:
 def open_study(plan: Plan, seed_offset: int = 0, must_exist: bool = False) -> optuna.Study:
     """The plan's study (see study.load_or_create): created, or joined when `must_exist`."""
     return load_or_create(
-        plan.cfg, plan.space_source, plan.data.spec.direction, seed_offset, must_exist, plan.k
+        plan.cfg,
+        plan.space_source,
+        plan.data.spec.direction,
+        seed_offset,
+        must_exist,
+        enqueue=plan.space.enqueue,  # queued by the process that creates the study, only
+        cv_folds=plan.k,
     )
 
 
 def write_run_files(plan: Plan) -> None:
-    """config.yaml (this invocation's settings) and, once, the space the study was created with."""
+    """config.yaml (this invocation's settings) and, once, the space the study was created with.
+
+    Both are written whole (temporary name, fsync, rename): a crash never leaves half a file.
+    """
     study_dir = plan.cfg.study_dir
     study_dir.mkdir(parents=True, exist_ok=True)
     outputs.write_atomic(

@@ -11,6 +11,7 @@ the failure guard and Ctrl-C are checked between trials, and Optuna's heartbeat 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 
@@ -24,19 +25,20 @@ from automodel.config import RunConfig
 from automodel.errors import reason
 from automodel.search import converge, folds
 from automodel.search.console import Progress, warn
+from automodel.search.peers import fail_stale, run_one, say_waiting
 from automodel.search.plan import Plan, open_study
 from automodel.study import (
     FAIL_ATTR,
     FINISHED,
     METRIC_ATTR,
     SURPLUS_ATTR,
+    TRAINED_WITH_ATTR,
     VAL_LOSS_ATTR,
     WORKER_ATTR,
     Surplus,
     counts,
-    fail_dead_local_trials,
-    has_heartbeat,
     is_surplus,
+    lease,
     most_common_failure,
     quiet_optuna,
     rank_key,
@@ -53,14 +55,35 @@ class SearchStopped(RuntimeError):
 
 
 def candidate(
-    plan: Plan, number: int, params: dict, device: torch.device
+    plan: Plan,
+    number: int,
+    params: dict,
+    device: torch.device,
+    seed: int | None = None,
+    epochs: int | None = None,
 ) -> tuple[torch.nn.Module, train.Recipe]:
-    """Trial `number`'s untrained model and its recipe, seeded by the trial's number: training
-    them again gives the same weights (on the same device and thread count)."""
-    seed = plan.cfg.seed + number
+    """Trial `number`'s untrained model and its recipe, seeded by the trial's number (or the
+    `seed` it recorded): training them again gives the same weights (on the same device type
+    and thread count)."""
+    seed = plan.cfg.seed + number if seed is None else seed
+    epochs = plan.cfg.trainer.max_epochs if epochs is None else epochs
     train.seed_everything(seed)
     model = models.create(plan.space.family, params, plan.data.spec).to(device)
-    return model, train.Recipe.from_params(params, plan.cfg.trainer.max_epochs, seed)
+    return model, train.Recipe.from_params(params, epochs, seed)
+
+
+def trained_with(plan: Plan, number: int, device: torch.device) -> dict:
+    """What retrains trial `number` to the same weights, recorded on the trial: a later
+    command line may say other things (a resumed search's threads, the export verb's)."""
+    t = plan.cfg.trainer
+    return {
+        "seed": plan.cfg.seed + number,
+        "epochs": t.max_epochs,
+        "eval_batch_size": t.eval_batch_size,
+        "compile": t.compile,
+        "threads": torch.get_num_threads(),  # a thread count can change the last bits
+        "device": device.type,
+    }
 
 
 class Objective:
@@ -73,11 +96,13 @@ class Objective:
         self.folds = None if plan.folds is None else plan.folds.to(device)
         self.tracker = tracker
         self.worker = worker_id()
+        self.trial_id: int | None = None  # the trial this worker runs, or ran last
         # study.timeout is a wall-clock budget: a trial still training then stops at the end
         # of its epoch (pruned) instead of running on for minutes past it.
         self.deadline = deadline
 
     def __call__(self, trial: optuna.Trial) -> float:
+        self.trial_id = trial._trial_id
         trial.set_user_attr(WORKER_ATTR, self.worker)
         if self._surplus(trial):
             trial.set_user_attr(SURPLUS_ATTR, True)
@@ -111,6 +136,7 @@ class Objective:
         n_parameters = models.n_parameters(model)
         trial.set_user_attr("n_parameters", n_parameters)
         trial.set_user_attr("device", str(self.device))
+        trial.set_user_attr(TRAINED_WITH_ATTR, trained_with(self.plan, trial.number, self.device))
         trial.set_user_attr(METRIC_ATTR, self.data.spec.metric)
         if self.tracker is not None:
             self.tracker.trial_started(trial.number, params, str(self.device), n_parameters)
@@ -169,8 +195,9 @@ class Objective:
 def trained(
     plan: Plan, trial: optuna.trial.FrozenTrial, device: torch.device
 ) -> tuple[Checkpoint, torch.nn.Module]:
-    """A complete trial's checkpoint and its trained model, built once: from its kept weights,
-    or retrained from its seed (and then kept) when there are none or they cannot be read."""
+    """A complete trial's checkpoint and its trained model on `device`, built once: from its
+    kept weights, or retrained (and then kept) when there are none or they cannot be read,
+    as the trial recorded it trained (seed, epochs, threads, device type), not as `plan` says."""
     path = outputs.trial_checkpoint(plan.cfg.study_dir, trial.number)
     try:
         ckpt = Checkpoint.load(path)
@@ -184,12 +211,47 @@ def trained(
         ckpt.save(path)
         return ckpt, model
     params = plan.space.complete(trial.params)
-    model, recipe = candidate(plan, trial.number, params, device)
-    dataset = plan.data.to(device)
-    result = train.fit(model, dataset, recipe, eval_batch_size=plan.cfg.trainer.eval_batch_size)
-    ckpt = _checkpoint(plan, trial.number, params, recipe, result, model, dataset)
+    rec = trial.user_attrs.get(TRAINED_WITH_ATTR) or {}  # none on trials of older versions
+    on = _device_of(rec, device, trial.number)
+    with _threads(rec.get("threads")):
+        model, recipe = candidate(
+            plan, trial.number, params, on, rec.get("seed"), rec.get("epochs")
+        )
+        result = train.fit(
+            model,
+            plan.data.to(on),
+            recipe,
+            eval_batch_size=rec.get("eval_batch_size", plan.cfg.trainer.eval_batch_size),
+            compile=rec.get("compile", plan.cfg.trainer.compile),
+        )
+    ckpt = _checkpoint(plan, trial.number, params, recipe, result, model, plan.data.to(on))
     ckpt.save(path)
-    return ckpt, model
+    return ckpt, model.to(device)
+
+
+def _device_of(rec: dict, device: torch.device, number: int) -> torch.device:
+    """The device type trial `number` trained on, where this process has one."""
+    kind = rec.get("device", device.type)
+    if kind == device.type:
+        return device
+    if kind == "cpu" or (kind == "cuda" and torch.cuda.is_available()):
+        return torch.device(kind)
+    warn(
+        f"trial {number} trained on {kind}, retraining it on {device.type}: its metrics may "
+        "differ in the last digits"
+    )
+    return device
+
+
+@contextlib.contextmanager
+def _threads(n: int | None):
+    saved = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)
 
 
 def _checkpoint(plan: Plan, number, params, recipe, result, model, dataset) -> Checkpoint:
@@ -223,28 +285,26 @@ def run_trials(
     callbacks = [Progress(cfg, start, plan.data.spec.metric)]
     if tracker is not None:
         callbacks.append(lambda study, trial: tracker.trial_finished(trial))
-    while time.time() < deadline:
-        _fail_stale(study)
-        c = counts(study)
-        done = c["complete"] + c["pruned"]
-        if done >= cfg.study.n_trials or converge.should_stop(
-            study, cfg, plan.space, plan.data.spec.metric
-        ):
-            break
-        if done + c["running"] >= cfg.study.n_trials:
-            # Other workers hold the last places; wait in case one of them fails or dies.
-            time.sleep(WAIT_SECONDS)
-            continue
-        failure_guard(study, cfg)
-        study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=callbacks)
+    leases = outputs.leases(cfg.study_dir)
+    waited = None  # since when this worker waits on other processes' trials
+    with lease(leases):  # while it lives, this process's trials are not failed as dead
+        while time.time() < deadline:
+            fail_stale(study, leases)
+            c = counts(study)
+            done = c["complete"] + c["pruned"]
+            if done >= cfg.study.n_trials or converge.should_stop(
+                study, cfg, plan.space, plan.data.spec.metric
+            ):
+                break
+            if done + c["running"] >= cfg.study.n_trials:
+                # Other workers hold the last places; wait in case one of them fails or dies.
+                waited = say_waiting(study, waited)
+                time.sleep(WAIT_SECONDS)
+                continue
+            waited = None
+            failure_guard(study, cfg)
+            run_one(study, objective, callbacks)
     failure_guard(study, cfg)
-
-
-def _fail_stale(study: optuna.Study) -> None:
-    """Free the places of trials whose worker died: on this host by pid, elsewhere by heartbeat."""
-    fail_dead_local_trials(study, include_unowned=False)
-    if has_heartbeat(study):
-        optuna.storages.fail_stale_trials(study)
 
 
 def failure_guard(study: optuna.Study, cfg: RunConfig) -> None:

@@ -18,8 +18,9 @@ import traceback
 from collections.abc import Callable
 from contextlib import contextmanager
 
-from automodel.config import ConfigError
+from automodel.config import ConfigError, mask_url
 from automodel.devices import Slot
+from automodel.errors import StorageError, lost_database, reason
 from automodel.processes import die_with_parent, stop_on_sigterm
 from automodel.search.plan import Plan
 from automodel.search.trial import SearchStopped, run_slot
@@ -133,7 +134,14 @@ def worker_main(
     except ConfigError as err:  # one line, as the search process says it
         print(f"worker {index}: error: {err}", file=sys.stderr, flush=True)
         sys.exit(2)
-    except Exception:
+    except StorageError as err:
+        print(f"worker {index}: error: {err}", file=sys.stderr, flush=True)
+        sys.exit(1)
+    except Exception as err:
+        if lost_database(err) is not None:  # the search process says it too, in one line
+            lost = mask_url(reason(lost_database(err)))
+            print(f"worker {index}: error: lost the study's database ({lost})", file=sys.stderr)
+            sys.exit(1)
         print(f"worker {index} crashed:", file=sys.stderr)
         traceback.print_exc()
         sys.exit(1)
