@@ -38,7 +38,7 @@ def log_model(parent: ParentRun, plan, summary: dict) -> None:
         return
     # Compare as "higher is better": rmse and the like are negated.
     sign = 1.0 if spec.direction == "maximize" else -1.0
-    score = sign * float(summary["val"][spec.metric])
+    score = sign * float(_shipped(summary)["val"][spec.metric])
     name = registered_name(parent)
     if _registered_score(parent, name) >= score:
         return  # the best did not improve: no new version
@@ -146,11 +146,12 @@ def _register(parent: ParentRun, name: str, info, summary: dict, metric: str, sc
             STUDY_TAG: parent.name,
             STORAGE_TAG: parent.storage,
             TRIAL_TAG: str(summary["best_trial"]),
-            VALUE_TAG: repr(float(summary["val"][metric])),
+            VALUE_TAG: repr(float(_shipped(summary)["val"][metric])),
             SCORE_TAG: repr(score),
-            f"test_{metric}": repr(float(summary["test"][metric])),
+            f"test_{metric}": repr(float(_shipped(summary)["test"][metric])),
+            "automodel.shipped": summary.get("shipped", "trial"),
         },
-        description=f"trial {summary['best_trial']} of study {parent.name}",
+        description=f"{_what(summary)} of study {parent.name}",
     )
     client.set_tag(parent.id, "automodel.registered", f"{name}/{version.version}")
 
@@ -186,3 +187,14 @@ def _global_tracking_uri(uri: str):
         yield
     finally:
         mlflow.set_tracking_uri(before)
+
+
+def _shipped(summary: dict) -> dict:
+    """The metrics of what the study ships: the ensemble's when it is shipped."""
+    return summary["ensemble"] if summary.get("shipped") == "ensemble" else summary
+
+
+def _what(summary: dict) -> str:
+    if summary.get("shipped") == "ensemble":
+        return "ensemble of trials " + ", ".join(map(str, summary["ensemble"]["members"]))
+    return f"trial {summary['best_trial']}"
