@@ -72,12 +72,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        print(
-            "\ninterrupted: finished trials are saved; rerun the same command to resume",
-            file=sys.stderr,
-        )
-        return 130
+        return _interrupted()
     except Exception as err:
+        from automodel.errors import interrupted
+
+        if interrupted(err):  # a library's cleanup that Ctrl-C (or SIGTERM) cut short
+            return _interrupted()
         # Disk full, folder not writable, a database gone: often wrapped by a library (Optuna
         # re-raises storage errors as other exceptions). Say what failed in one line; results
         # written before stay intact (every output is written atomically).
@@ -94,6 +94,14 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
+
+
+def _interrupted() -> int:
+    print(
+        "\ninterrupted: finished trials are saved; rerun the same command to resume",
+        file=sys.stderr,
+    )
+    return 130
 
 
 def _storage_failure(err: BaseException) -> str | None:

@@ -35,3 +35,16 @@ def lost_database(err: BaseException | None) -> BaseException | None:
         seen.add(id(err))
         err = err.__cause__ or err.__context__
     return None
+
+
+def interrupted(err: BaseException | None) -> bool:
+    """Whether `err` was raised while Ctrl-C (or SIGTERM, which workers turn into it) was being
+    handled: cleanup code that the interrupt cut short fails in its own way (Optuna's
+    optimize, interrupted while it records a trial, raises UnboundLocalError)."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, KeyboardInterrupt):
+            return True
+        seen.add(id(err))
+        err = err.__context__
+    return False

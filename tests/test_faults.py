@@ -304,3 +304,24 @@ def test_a_corrupt_checkpoint_is_one_line_for_export(tmp_path):
             torch.save(content, best)
         res = cli("export", f"runs_dir={runs}", "study.name=synthetic-mlp")
         assert str(best) in _one_line(res, 2, "error: "), what
+
+
+def test_an_error_raised_while_an_interrupt_is_handled_counts_as_the_interrupt():
+    """SIGTERM landing while Optuna records a trial makes its cleanup raise UnboundLocalError
+    (found by benchmarks/load.py): the worker must still exit as interrupted, in silence."""
+    code = """
+import sys
+from automodel.search import workers
+def cut_short(*args):
+    try:
+        raise KeyboardInterrupt
+    except KeyboardInterrupt:
+        raise UnboundLocalError("cannot access local variable 'updated_state'")
+workers.run_slot = cut_short
+workers.worker_main(None, None, 1, 0.0, 0.0, parent_pid=__import__("os").getppid())
+"""
+    res = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert res.returncode == 130, res.stderr
+    assert res.stderr == ""

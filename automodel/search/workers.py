@@ -20,7 +20,7 @@ from contextlib import contextmanager
 
 from automodel.config import ConfigError, mask_url
 from automodel.devices import Slot
-from automodel.errors import StorageError, lost_database, reason
+from automodel.errors import StorageError, interrupted, lost_database, reason
 from automodel.processes import die_with_parent, stop_on_sigterm
 from automodel.search.plan import Plan
 from automodel.search.trial import SearchStopped, run_slot
@@ -138,6 +138,8 @@ def worker_main(
         print(f"worker {index}: error: {err}", file=sys.stderr, flush=True)
         sys.exit(1)
     except Exception as err:
+        if interrupted(err):  # stopped while Optuna recorded the trial: a stop all the same
+            sys.exit(130)
         if lost_database(err) is not None:  # the search process says it too, in one line
             lost = mask_url(reason(lost_database(err)))
             print(f"worker {index}: error: lost the study's database ({lost})", file=sys.stderr)
