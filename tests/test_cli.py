@@ -9,7 +9,7 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
-from tests.conftest import FAST, cli, digits_args, load_study, poll_study, spawned, tree
+from tests.conftest import FAST, ROOT, cli, digits_args, load_study, poll_study, spawned, tree
 
 
 def test_search_end_to_end(tmp_path):
@@ -44,7 +44,9 @@ def test_cfg_job_and_help():
     assert res.returncode == 0
     assert "data={csv, digits, image_folder, mnist1d, synthetic, torchvision}" in res.stdout
     assert "study.n_trials" in res.stdout
-    assert "search_space={cnn, mlp, pretrained, resnet}" in res.stdout
+    shipped = sorted(p.stem for p in (ROOT / "search_spaces").glob("*.yaml"))
+    assert "tabular" in shipped
+    assert f"search_space={{{', '.join(shipped)}}}" in res.stdout
 
 
 def test_unknown_verb_and_no_verb():
