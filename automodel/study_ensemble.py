@@ -16,7 +16,7 @@ from pathlib import Path
 import optuna
 import torch
 
-from automodel import export, search
+from automodel import export, outputs, search
 from automodel.config import ConfigError, RunConfig
 from automodel.export import ensemble as rendering
 from automodel.search import ensembling
@@ -32,13 +32,15 @@ def export_ensemble(
     search.quiet_optuna()
     study = optuna.load_study(study_name=saved.study.name, storage=search.open_study_storage(saved))
     best = ranked(study)
-    # The trials the search kept weights (and validation outputs) for.
-    kept = best[: min(cfg.ensemble.candidates, saved.study.keep_top_k)]
+    # The trials the search kept weights (and validation outputs) for: the ones on disk, so
+    # that nothing is retrained (this command's keep_top_k may differ from the search's).
+    on_disk = [t for t in best if outputs.trial_checkpoint(cfg.study_dir, t.number).exists()]
+    kept = on_disk[: cfg.ensemble.candidates]
     if size > len(kept):
         raise ConfigError(
             f"ensemble.size={size} is more than the {len(kept)} trials study {name!r} kept for "
-            f"an ensemble (study.keep_top_k={saved.study.keep_top_k} when searched); choose "
-            f"ensemble.size <= {len(kept)}, or search with ensemble.candidates >= {size}"
+            f"an ensemble (their weights under trials/); choose ensemble.size <= {len(kept)}, "
+            f"or search with ensemble.candidates >= {size}"
         )
     plan = search.prepare(saved)
     if saved.trainer.threads:  # as the trials ran: a thread count can change the last bits
