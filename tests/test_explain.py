@@ -46,7 +46,7 @@ class Searched:
     def __init__(self, root: Path, task: str):
         self.path = signal_csv(root / "signal.csv", task)
         fast = [o for o in FAST if not o.startswith("data")]
-        overrides = [*fast, "data=csv", f"data.path={self.path}", "data.target=label",
+        overrides = [*fast, "data=csv", "data.cv_folds=0", f"data.path={self.path}", "data.target=label",
                      f"runs_dir={root / 'runs'}", "study.n_trials=2", "trainer.max_epochs=15"]  # fmt: skip
         self.run = config.to_run_config(config.compose(overrides))
         self.summary = search.search(self.run)
@@ -134,15 +134,21 @@ def test_one_rows_contributions_are_the_change_at_each_columns_typical_value(
         changed = list(row)
         k = HEADER.index(name)
         changed[k] = str(columns[name]["typical"])
-        before, after = _prediction(script, [row]), _prediction(script, [changed])
+        before, cls = _prediction(script, [row])
+        after, _ = _prediction(script, [changed], cls)
         assert columns[name]["value"] == row[k]
         assert columns[name]["contribution"] == pytest.approx(before - after, abs=1e-5)
 
 
-def _prediction(script, rows) -> float:
-    """The predicted class's probability, or the predicted value."""
+def _prediction(script, rows, cls: int | None = None) -> tuple[float, int | None]:
+    """The probability of class `cls` (default: the predicted one) and that class, or the
+    predicted value: a changed cell may flip the prediction, and the contribution is the
+    change in the original prediction's probability."""
     values, probabilities = script["predict"](rows)
-    return float(values[0]) if probabilities is None else float(probabilities[0].max())
+    if probabilities is None:
+        return float(values[0]), None
+    cls = int(probabilities[0].argmax()) if cls is None else cls
+    return float(probabilities[0][cls]), cls
 
 
 @pytest.mark.parametrize(
