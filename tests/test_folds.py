@@ -168,7 +168,7 @@ def test_a_study_refuses_a_rerun_with_other_folds_but_not_the_same_folds_named_o
     search.search(make_run("data.cv_folds=auto", "study.n_trials=1", "trainer.max_epochs=1"))
     before = journal.read_bytes()
     for other in ("data.cv_folds=3", "data.cv_folds=0"):
-        with pytest.raises(ConfigError, match=r"was created with a different cv_folds \(value: 5"):
+        with pytest.raises(ConfigError, match=r"was created with a different cv_folds \(5 then"):
             search.search(make_run(other, "study.n_trials=2", "trainer.max_epochs=1"))
     assert journal.read_bytes() == before
 

@@ -10,7 +10,7 @@ import torch
 import automodel.data
 from automodel import config, models, search, spaces, train
 from automodel.config import DataConfig
-from automodel.runtime import loop
+from automodel.runtime import loop, recipe
 from tests.test_export import _script, blocker  # noqa: F401 (a fixture, used by name)
 from tests.test_models import ACCEPTS, SHAPES, spec
 
@@ -55,7 +55,7 @@ def test_l1_applies_in_every_family(family):
         model = models.create(family, {}, spec(shape))
         optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
         run = loop.train_epochs(
-            model, x, y, optimizer, torch.nn.CrossEntropyLoss(), epochs=1, batch_size=8, seed=0,
+            model, x, y, optimizer, recipe.new_loss("classification", None, 0.0), epochs=1, batch_size=8, seed=0,
             l1=l1,
         )  # fmt: skip
         list(run)

@@ -102,7 +102,8 @@ def test_a_decision_on_the_study_stops_every_worker_until_the_next_invocation(ma
     study = search.open_study(plan)
     study.set_user_attr(converge.STOP_ATTR, {"best_trial": 0, "patience": 1, "finished": 0})
     search.run_trials(plan, study, torch.device("cpu"))
-    assert study.trials == []  # converged by the record alone: nothing ran
+    # Converged by the record alone: nothing ran (the enqueued defaults still wait).
+    assert [t.state for t in study.trials] == [TrialState.WAITING]
     summary = search.search(run)  # a new invocation judges afresh
     assert summary["stop_reason"] == "n_trials" and len(load_study(run.study_dir).trials) == 3
 

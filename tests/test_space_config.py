@@ -147,6 +147,7 @@ def _table(path, rows_per_class: int | None = None):
 
 
 def test_iris_searches_with_the_default_space(tmp_path):
+    """A table searches the tabular family by default (data=csv picks search_space=tabular)."""
     iris = _table(tmp_path / "iris.csv")
     res = cli(
         "search", "data=csv", f"data.path={iris}", "data.target=species", *SMALL,
@@ -154,7 +155,7 @@ def test_iris_searches_with_the_default_space(tmp_path):
     )  # fmt: skip
     assert res.returncode == 0, res.stderr
     assert "notice: batch_size: dropped 128 (more than the 96 training rows)" in res.stderr
-    assert (tmp_path / "runs" / "iris-mlp" / "export" / "best_model.py").is_file()
+    assert (tmp_path / "runs" / "iris-tabular" / "export" / "best_model.py").is_file()
 
 
 TABLE_SPACES = sorted(

@@ -247,9 +247,10 @@ def test_nothing_falls_back_to_mlflows_default_store(tracked):
 def test_a_killed_search_resumes_under_the_same_parent(tmp_path):
     """Curves grow while the trial runs; after SIGKILL the rerun ends the orphan run FAILED."""
     runs = tmp_path / "runs"
-    args = [*TRACKED, f"runs_dir={runs}", "study.pruner=none", "study.n_trials=2"]
+    # The trainer's settings are the study's identity: the rerun keeps max_epochs.
+    args = [*TRACKED, f"runs_dir={runs}", "study.pruner=none", "trainer.max_epochs=1500"]
     live = None
-    with spawned("search", *args, "trainer.max_epochs=3000", "quiet=false") as proc:
+    with spawned("search", *args, "study.n_trials=2", "quiet=false") as proc:
         # Read the store only once the search has created it ("mlflow: run ..." is printed).
         while not proc.stdout.readline().startswith("mlflow: run") and proc.poll() is None:
             pass
@@ -262,7 +263,8 @@ def test_a_killed_search_resumes_under_the_same_parent(tmp_path):
         else:
             pytest.fail(f"no live curve seen; search stderr: {proc.stderr.read()[-2000:]}")
         # Leaving the block SIGKILLs the search.
-    res = cli("search", *args, "trainer.max_epochs=2")
+    # One trial more at most: failed trials do not count against the budget.
+    res = cli("search", *args, "study.n_trials=1")
     assert res.returncode == 0, res.stderr
     client = _client(runs)
     parents, children = _runs(client)
@@ -277,6 +279,8 @@ def test_a_killed_search_resumes_under_the_same_parent(tmp_path):
 
 
 def _running_child_with_points(runs: Path, n: int) -> str | None:
+    """A child run with `n` points or more whose trial is still running: the run's status
+    alone lags (the tracker writes behind the trainer), so Optuna's journal is asked last."""
     if not (runs / "mlflow.db").exists():
         return None
     try:
@@ -289,7 +293,10 @@ def _running_child_with_points(runs: Path, n: int) -> str | None:
     for r in children:
         history = client.get_metric_history(r.info.run_id, "val_accuracy")
         if r.info.status == "RUNNING" and len(history) >= n:
-            return r.info.run_id
+            trial = int(r.data.tags[tracking.TRIAL_TAG])
+            study = load_study(runs / "synthetic-mlp")
+            if study.trials[trial].state == TrialState.RUNNING:
+                return r.info.run_id
     return None
 
 
