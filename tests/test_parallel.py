@@ -376,3 +376,34 @@ def test_a_database_restart_mid_search_is_one_line_and_the_study_resumes(tmp_pat
     states = [t.state for t in load(runs, args).get_trials()]
     assert TrialState.RUNNING not in states
     assert sum(s in studylib.FINISHED for s in states) == 4
+
+
+@needs_pg
+def test_hosts_that_open_a_new_database_at_once_all_get_in():
+    """The first processes on an empty database race to create Optuna's tables: the losers
+    (a duplicate key or table) retry instead of stopping with `cannot open study.storage`."""
+    import threading
+
+    import sqlalchemy
+
+    name = f"fresh_{uuid.uuid4().hex[:10]}"
+    admin = sqlalchemy.create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as c:
+        c.execute(sqlalchemy.text(f"CREATE DATABASE {name}"))
+    url = PG_URL.rsplit("/", 1)[0] + f"/{name}"
+    start, errors = threading.Barrier(8), []
+
+    def host():
+        start.wait()
+        try:
+            studylib.open_storage(url, Path("unused")).remove_session()
+        except Exception as err:
+            errors.append(repr(err)[:300])
+
+    hosts = [threading.Thread(target=host) for _ in range(8)]
+    for h in hosts:
+        h.start()
+    for h in hosts:
+        h.join()
+    admin.dispose()
+    assert errors == []

@@ -13,6 +13,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
+import time
 import warnings
 from pathlib import Path
 
@@ -26,6 +28,8 @@ from automodel.config import ConfigError, RunConfig
 from automodel.errors import StorageError, reason
 
 HEARTBEAT_SECONDS = 10
+# Tries at opening a database whose tables other hosts are creating at the same moment.
+SCHEMA_ATTEMPTS = 6
 
 
 def storage_label(cfg: RunConfig) -> str:
@@ -57,12 +61,24 @@ def open_storage(storage_url: str | None, study_dir: Path) -> optuna.storages.Ba
         except (ValueError, KeyError, TypeError) as err:  # replaying a line that is not a record
             raise StorageError(_corrupt(path, err)) from None
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    return _Database(
-        storage_url,
-        heartbeat_interval=HEARTBEAT_SECONDS,
-        grace_period=2 * HEARTBEAT_SECONDS,
-        engine_kwargs={"pool_pre_ping": True},  # a connection the server dropped is replaced
-    )
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
+
+    for attempt in range(SCHEMA_ATTEMPTS):
+        try:
+            return _Database(
+                storage_url,
+                heartbeat_interval=HEARTBEAT_SECONDS,
+                grace_period=2 * HEARTBEAT_SECONDS,
+                engine_kwargs={"pool_pre_ping": True},  # a dropped connection is replaced
+            )
+        except (IntegrityError, ProgrammingError) as err:
+            # Hosts starting on an empty database race to create Optuna's tables and types;
+            # the losers see a duplicate. Once the winner has committed they open it as is.
+            racing = "duplicate" in str(err) or "already exists" in str(err)
+            if not racing or attempt == SCHEMA_ATTEMPTS - 1:
+                raise
+            time.sleep(random.uniform(0.1, 0.5) * (attempt + 1))  # noqa: S311 (a jitter)
+    raise AssertionError("unreachable")
 
 
 def _corrupt(path: Path, err: Exception) -> str:
