@@ -76,6 +76,10 @@ def searched(request, tmp_path_factory) -> Searched:
     return Searched(tmp_path_factory.mktemp(f"explain-{request.param}"), request.param)
 
 
+# For tests that need one study only: the module's classification study, not a second one.
+CLASSIFICATION_ONLY = pytest.mark.parametrize("searched", ["classification"], indirect=True)
+
+
 def test_the_columns_that_carry_the_signal_rank_first(searched):
     report = searched.report
     metric = "accuracy" if searched.classes else "rmse"
@@ -160,9 +164,8 @@ def _prediction(script, rows, cls: int | None = None) -> tuple[float, int | None
         ("repeats", "--repeats must be >= 1, got 0"),
     ],
 )
+@CLASSIFICATION_ONLY  # once is enough: the checks do not depend on the task
 def test_bad_explain_input_is_one_line_exit_2(searched, blocker, tmp_path, case, message):  # noqa: F811
-    if searched.classes == ():  # once is enough: the checks do not depend on the task
-        pytest.skip("checked on the classification study")
     drop = "a" if case == "missing" else None
     rows = searched.test_csv(tmp_path, drop=drop, labels=case != "unlabelled")
     extra = {"row": ["--row", "999"], "repeats": ["--repeats", "0"]}.get(case, [])
@@ -192,9 +195,8 @@ def test_the_console_and_mlflow_show_the_importance(searched, tmp_path, capsys):
     assert logged == [("importance", "importance.json"), ("importance", "columns.png")]
 
 
+@CLASSIFICATION_ONLY
 def test_explain_false_writes_nothing_and_says_null(searched):
-    if searched.classes == ():
-        pytest.skip("checked on the classification study")
     assert (searched.study_dir / importance.FILE).is_file()
     searched.run.explain = False
     try:  # a rerun of the finished study: no trial, only its end

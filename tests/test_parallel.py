@@ -283,7 +283,7 @@ def test_searches_in_two_pid_namespaces_leave_each_others_trials_alone(tmp_path)
 
 
 RACER = """
-import json, sys, time
+import json, os, pathlib, sys, time
 from automodel import config, study
 from automodel.config import ConfigError
 job = json.loads(sys.argv[1])
@@ -294,8 +294,14 @@ for name, n_samples in zip(job["names"], job["n_samples"]):
     if job["storage"]:
         overrides.append(f"study.storage={job['storage']}")
     cfgs.append(config.to_run_config(config.compose(["data=synthetic", *overrides])))
+# A rendezvous once both have imported everything: round r starts at the same instant in both.
+ready = pathlib.Path(job["runs"]) / f"ready-{os.getpid()}"
+ready.touch()
+while len(marks := list(ready.parent.glob("ready-*"))) < 2:
+    time.sleep(0.01)
+start = max(m.stat().st_mtime for m in marks) + 0.3
 for r, cfg in enumerate(cfgs):
-    time.sleep(max(0.0, job["start"] + 0.4 * r - time.time()))  # both start round r at once
+    time.sleep(max(0.0, start + 0.4 * r - time.time()))
     try:
         study.load_or_create(cfg, space, "maximize", enqueue=({"depth": 1},))
         print("joined", flush=True)
@@ -313,7 +319,6 @@ def test_processes_racing_to_create_one_study_agree_on_it(tmp_path, kind):
     names = [f"race-{uuid.uuid4().hex[:8]}" for _ in range(rounds)]
     samples = {"a": [300] * rounds, "b": [300 if r % 2 else 400 for r in range(rounds)]}
     url = PG_URL if kind == "postgres" else None
-    start = time.time() + 20  # both processes have imported optuna and hydra by then
     procs = {
         who: subprocess.Popen(
             [
@@ -326,7 +331,6 @@ def test_processes_racing_to_create_one_study_agree_on_it(tmp_path, kind):
                         "storage": url,
                         "names": names,
                         "n_samples": n,
-                        "start": start,
                     }
                 ),
             ],

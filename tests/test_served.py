@@ -66,7 +66,7 @@ def table(tmp_path_factory):
     root = tmp_path_factory.mktemp("table")
     path = people(root / "people.csv", n=300)
     overrides = ("data=csv", f"data.path={path}", "data.target=label")
-    reg = _search(root, "people-mlp", *overrides)
+    reg = _search(root, "people-tabular", *overrides)  # data=csv: the tabular family
     reg.csv = path
     return reg
 
