@@ -71,14 +71,20 @@ class Recipe:
     l1: float = 0.0
     epochs: int = 30
     seed: int = 0
+    # The epochs the learning-rate schedule spans, when more than `epochs`: a refit stops after
+    # the best epoch count inside the schedule its trials ran (a cosine over max_epochs),
+    # instead of squeezing a whole cosine into fewer epochs. 0: `epochs`.
+    schedule_epochs: int = 0
     # Which weights training keeps: "best" (the best validation epoch's) or "last" (a refit's,
     # trained on every non-test row for a fixed number of epochs, with nothing to validate on).
     keep: str = "best"
 
     @classmethod
-    def from_params(cls, params: dict, epochs: int, seed: int, keep: str = "best") -> Recipe:
+    def from_params(
+        cls, params: dict, epochs: int, seed: int, keep: str = "best", schedule_epochs: int = 0
+    ) -> Recipe:
         values = {k: params.get(k, rule.default) for k, rule in RECIPE_PARAMS.items()}
-        return cls(**values, epochs=epochs, seed=seed, keep=keep)
+        return cls(**values, epochs=epochs, seed=seed, keep=keep, schedule_epochs=schedule_epochs)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -265,7 +271,9 @@ class Fitting:
             batch_size=recipe.batch_size,
             seed=recipe.seed,
             augmentation=recipe.augment,
-            schedule=new_schedule(optimizer, recipe.schedule, recipe.epochs),
+            schedule=new_schedule(
+                optimizer, recipe.schedule, max(recipe.epochs, recipe.schedule_epochs)
+            ),
             step=FusedStep(optimizer),
             forward=torch.compile(model) if compile else None,
             autocast=_autocast(device),

@@ -210,7 +210,9 @@ def test_train_reproduces_a_refit_model(tmp_path, blocker):
     count, keeping the last weights (KEEP "last"): the script's train on those rows gives the
     shipped weights to the bit, with or without validation rows, and so the test metrics."""
     runs = tmp_path / "runs"
-    run = _run_config(runs, *FAMILY_DATA["mlp"], "data.cv_folds=3", "study.refit=true")
+    # A cosine: the refit stops inside the schedule its trials ran (SCHEDULE_EPOCHS).
+    cosine = ("search_space.params.schedule=cosine", "~search_space.enqueue")
+    run = _run_config(runs, *FAMILY_DATA["mlp"], "data.cv_folds=3", "study.refit=true", *cosine)
     refit = Searched(run, search.search(run, "python -m automodel search study.refit=true"))
     s = refit.splits
     f = refit.save(

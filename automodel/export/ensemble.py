@@ -167,6 +167,7 @@ def _recipe(i: int, checked: Checked) -> str:
         "schedule": string(r["schedule"]),
         "batch_size": str(r["batch_size"]),
         "epochs": str(r["epochs"]),
+        "schedule_epochs": str(r["schedule_epochs"]),
         "label_smoothing": float_literal(r["label_smoothing"]),
         "loss": loss,
         "augment": string(r["augment"]),

@@ -184,6 +184,7 @@ def recipe(checked: Checked) -> str:
         f"SCHEDULE = {string(r['schedule'])}  # {_summary(SCHEDULES[r['schedule']])}",
         f"BATCH_SIZE = {r['batch_size']}",
         f"EPOCHS = {r['epochs']}",
+        f"SCHEDULE_EPOCHS = {r['schedule_epochs']}  # the epochs SCHEDULE spans",
         f"LABEL_SMOOTHING = {float_literal(r['label_smoothing'])}"
         + ("  # classification only" if regression else ""),
         f"LOSS = {loss}" + ("" if regression else "  # classification: cross-entropy"),

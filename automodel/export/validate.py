@@ -203,6 +203,11 @@ def _recipe(raw: dict) -> dict:
         "label_smoothing": checked_float("label_smoothing", raw["label_smoothing"]),
         "batch_size": checked_int("batch_size", raw["batch_size"], 1),
         "epochs": checked_int("epochs", raw["epochs"], 1),
+        # Checkpoints written before schedule_epochs existed: the schedule spanned `epochs`.
+        "schedule_epochs": max(
+            checked_int("epochs", raw["epochs"], 1),
+            checked_int("schedule_epochs", raw.get("schedule_epochs", 0), 0),
+        ),
         "seed": checked_int("seed", raw["seed"], 0),
         "keep": choice("keep", raw.get("keep", "best"), KEEPS),
     }

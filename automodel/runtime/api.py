@@ -49,6 +49,7 @@ from automodel.runtime.placeholders import (
     MOMENTUM,
     OPTIMIZER,
     SCHEDULE,
+    SCHEDULE_EPOCHS,
     SEED,
     STD,
     TARGET_MEAN,
@@ -151,6 +152,7 @@ def train(
         "schedule": SCHEDULE,
         "batch_size": BATCH_SIZE,
         "epochs": epochs,
+        "schedule_epochs": SCHEDULE_EPOCHS,
         "label_smoothing": LABEL_SMOOTHING,
         "loss": LOSS,
         "augment": AUGMENT,
@@ -205,7 +207,10 @@ def fit(
         batch_size=recipe["batch_size"],
         seed=recipe["seed"],
         augmentation=recipe["augment"],
-        schedule=new_schedule(optimizer, recipe["schedule"], epochs),
+        # Over the epochs the search's schedule spanned, when more (a refit stops inside it).
+        schedule=new_schedule(
+            optimizer, recipe["schedule"], max(epochs, recipe["schedule_epochs"])
+        ),
         l1=recipe["l1"],
     )
     direction = TASKS[TASK][1]

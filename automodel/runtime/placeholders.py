@@ -30,6 +30,7 @@ MOMENTUM = 0.9
 SCHEDULE = "constant"
 BATCH_SIZE = 64
 EPOCHS = 30
+SCHEDULE_EPOCHS = 30  # the epochs SCHEDULE spans (a refit stops at EPOCHS inside it)
 LABEL_SMOOTHING = 0.0
 LOSS = None
 AUGMENT = "none"

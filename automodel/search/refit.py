@@ -9,7 +9,10 @@ With study.refit, the best trial's params are trained again on every non-test ro
 validation, or every fold's rows: the encoding and normalisation fitted on them all) for the
 best number of epochs the search found (with folds, their mean best epoch, rounded), keeping
 the last epoch's weights (Recipe.keep = "last"): there are no validation rows left to choose
-an epoch on. The exported script's `train`, given those rows, repeats this to the bit.
+an epoch on. The learning-rate schedule is the one the trials ran, over their epochs
+(Recipe.schedule_epochs): the refit stops where the trials were best inside it. A cosine
+squeezed into the best epoch count instead left the model underfit (iris: 0.76 test accuracy
+against 0.96). The exported script's `train`, given those rows, repeats this to the bit.
 """
 
 from __future__ import annotations
@@ -52,7 +55,10 @@ def refit(
     seed = cfg.seed + trial.number
     train.seed_everything(seed)
     model = models.create(plan.space.family, selected.params, dataset.spec).to(device)
-    recipe = train.Recipe.from_params(selected.params, epochs, seed, keep="last")
+    # The schedule its trials ran (a cosine over their max_epochs), stopped at the best epoch.
+    recipe = train.Recipe.from_params(
+        selected.params, epochs, seed, keep="last", schedule_epochs=selected.recipe.epochs
+    )
     result = train.fit(model, dataset, recipe, eval_batch_size=cfg.trainer.eval_batch_size)
     ckpt = Checkpoint.from_fit(
         plan.space.family, selected.params, dataset.spec, recipe, trial.number, result
