@@ -25,8 +25,7 @@ two workers) in the same four variants, and reports test accuracy per seed.
     python benchmarks/small_data.py --report runs/small_data.jsonl   # the table again
 
 Every finished run is appended to `--out` (JSON lines), so a run can be reported again.
-The default space searches batch size 128, more than the training rows of iris (96) and wine
-(113): those two run with a copy of the space whose batch sizes are 16, 32 and 64.
+Every table searches the default space of `data=csv` (`tabular`), fitted to its rows.
 """
 
 from __future__ import annotations
@@ -44,7 +43,6 @@ from pathlib import Path
 import sidebyside as sbs
 import tables
 import torch
-import yaml
 
 MODES = {"holdout": ["data.cv_folds=0"], "kfold": ["data.cv_folds=5"]}
 VARIANTS = ("holdout", "kfold", "holdout+refit", "kfold+refit")
@@ -53,18 +51,6 @@ SETTINGS = ["workers=1", "trainer.threads=1", "tracking.enabled=false", "quiet=t
 
 def _env() -> dict:
     return {**os.environ, "PYTHONPATH": str(sbs.ROOT), "OMP_NUM_THREADS": "1"}
-
-
-def _space_for(table: str, workdir: Path) -> list[str]:
-    """iris and wine: the default space with batch sizes their 96 and 113 training rows can
-    take (the default space searches 128)."""
-    if table not in ("iris", "wine"):
-        return []
-    raw = yaml.safe_load((sbs.ROOT / "search_spaces" / "mlp.yaml").read_text())
-    raw["params"]["batch_size"]["choices"] = [16, 32, 64]
-    path = workdir / "mlp_small_batches.yaml"
-    path.write_text(yaml.safe_dump(raw, sort_keys=False))
-    return [f"search_space={path}"]
 
 
 def search(args: list[str], workdir: Path) -> dict:
@@ -88,7 +74,6 @@ def run_table(table: str, seed: int, mode: str, budget: float) -> list[dict]:
         args = [
             *("data=csv", f"data.path={tables.path(table)}", "data.target=target"),
             *(f"seed={seed}", f"study.timeout={budget}", *SETTINGS),
-            *_space_for(table, workdir),
             *MODES[mode],
         ]
         what = {"table": table, "seed": seed, "budget": budget}
@@ -224,7 +209,7 @@ def pruning(table: str, n_trials: int, seed: int = 0) -> list[list]:
     with tempfile.TemporaryDirectory() as tmp:
         overrides = [
             *("data=csv", f"data.path={tables.path(table)}", "data.target=target"),
-            *(f"runs_dir={tmp}", "data.cv_folds=5", *_space_for(table, Path(tmp))),
+            *(f"runs_dir={tmp}", "data.cv_folds=5"),
         ]
         plan = search.prepare(config.to_run_config(config.compose(overrides)))
     device, metric = torch.device("cpu"), plan.data.spec.metric

@@ -168,9 +168,7 @@ def test_a_refit_stops_at_the_best_epoch_inside_the_schedule_its_trials_ran(make
     train.seed_everything(recipe.seed)
     model = models.create("mlp", ckpt.params, every_row.spec)
     result = train.fit(model, every_row, recipe)
-    assert [e.lr for e in result.history] == pytest.approx(
-        _cosine_lrs(recipe.lr, 8, recipe.epochs)
-    )
+    assert [e.lr for e in result.history] == pytest.approx(_cosine_lrs(recipe.lr, 8, recipe.epochs))
     shipped = ckpt.build_model().state_dict()
     assert all(torch.equal(v, shipped[k]) for k, v in model.state_dict().items())
 
