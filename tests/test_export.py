@@ -15,6 +15,7 @@ import os
 import runpy
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -551,7 +552,7 @@ def test_a_failed_render_leaves_the_previous_export(tmp_path, monkeypatch):
     with pytest.raises(export.ExportError, match="render failed"):
         export.write(tmp_path, _tiny(), PROVENANCE)
     assert _files(tmp_path / "export") == old
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export", "export.lock"]
 
 
 def test_a_write_that_fails_midway_leaves_the_previous_export(tmp_path, monkeypatch):
@@ -565,7 +566,31 @@ def test_a_write_that_fails_midway_leaves_the_previous_export(tmp_path, monkeypa
     with pytest.raises(OSError, match="disk full"):
         export.write(tmp_path, _checkpoint("mlp", {"depth": 2}, _spec((4,))), PROVENANCE)
     assert _files(tmp_path / "export") == old
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export", "export.lock"]
+
+
+def test_processes_exporting_one_study_at_once_take_turns(tmp_path):
+    """Every host of a cluster finishes the study and exports it into the shared folder at
+    about the same moment: one's recovery of a killed export deleted another's temporary
+    folder mid-write (`No such file or directory`, found by benchmarks/load.py)."""
+    start, errors = threading.Barrier(6), []
+
+    def host():
+        start.wait()
+        try:
+            for _ in range(3):
+                export.write(tmp_path, _tiny(), PROVENANCE)
+        except Exception as err:
+            errors.append(repr(err))
+
+    hosts = [threading.Thread(target=host) for _ in range(6)]
+    for h in hosts:
+        h.start()
+    for h in hosts:
+        h.join()
+    assert errors == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export", "export.lock"]
+    export.check(tmp_path / "export", export._built(_tiny()))
 
 
 def test_a_kill_between_the_renames_is_recovered(tmp_path):
@@ -575,12 +600,12 @@ def test_a_kill_between_the_renames_is_recovered(tmp_path):
     (tmp_path / "export.tmp-x1").mkdir()
     (tmp_path / "export.tmp-x1" / "best_model.py").write_text("# half")
     export.recover(tmp_path)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export", "export.lock"]
     assert _files(tmp_path / "export") == old
     # And a kill after "new -> export" but before the backup was dropped.
     (tmp_path / "export.old").mkdir()
     export.write(tmp_path, _tiny(), PROVENANCE)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export", "export.lock"]
 
 
 # ----------------------------------------------------------------------- the CLI verb

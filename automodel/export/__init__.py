@@ -102,7 +102,6 @@ def write(
     then replaces the previous export (see files).
     """
     study_dir = Path(study_dir)
-    recover(study_dir)
     model = _built(_as_dict(checkpoint)) if model is None else _on_cpu(model)
     source = render(checkpoint, provenance, model)
     with files.staged(study_dir) as tmp:

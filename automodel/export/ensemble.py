@@ -32,7 +32,7 @@ from automodel.export import (
     validate,
     verbatim,
 )
-from automodel.export.files import EXPORT_DIR, SCRIPT, WEIGHTS, recover
+from automodel.export.files import EXPORT_DIR, SCRIPT, WEIGHTS
 from automodel.export.literals import (
     ExportError,
     checked_float,
@@ -58,7 +58,6 @@ def write(
     `weights`; `metrics` holds its "val" and "test" metrics, `models` the members' trained
     modules when the caller has them. Checked, then swapped in whole (export.write's way)."""
     study_dir = Path(study_dir)
-    recover(study_dir)
     raws = [_as_dict(m) for m in members]
     if models is None:
         models = [_built(raw) for raw in raws]
