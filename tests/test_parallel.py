@@ -18,6 +18,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from automodel import search
 from automodel import study as studylib
 from tests.conftest import (
     FAST,
@@ -399,7 +400,8 @@ def test_hosts_that_open_a_new_database_at_once_all_get_in():
     def host():
         start.wait()
         try:
-            studylib.open_storage(url, Path("unused")).remove_session()
+            # Below the per-process cache (whose lock would serialise these threads).
+            studylib.storage._open_database(url).remove_session()
         except Exception as err:
             errors.append(repr(err)[:300])
 
@@ -410,3 +412,25 @@ def test_hosts_that_open_a_new_database_at_once_all_get_in():
         h.join()
     admin.dispose()
     assert errors == []
+
+
+@needs_pg
+def test_a_search_holds_one_pool_of_database_connections(make_run):
+    """One storage per database per process: a search opened four (each with its idle
+    connection), and 32 hosts then exceeded PostgreSQL's default 100 connections."""
+    import sqlalchemy
+
+    name = f"fresh_{uuid.uuid4().hex[:10]}"
+    admin = sqlalchemy.create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as c:
+        c.execute(sqlalchemy.text(f"CREATE DATABASE {name}"))
+    url = PG_URL.rsplit("/", 1)[0] + f"/{name}"
+    run = make_run(f"study.storage={url}", "workers=1", "study.n_trials=3")
+    assert studylib.open_storage(url, run.study_dir) is studylib.open_storage(url, run.study_dir)
+    summary = search.search(run)
+    assert summary["counts"]["complete"] + summary["counts"]["pruned"] == 3
+    query = sqlalchemy.text("SELECT count(*) FROM pg_stat_activity WHERE datname = :name")
+    with admin.connect() as c:
+        held = c.execute(query, {"name": name}).scalar()
+    admin.dispose()
+    assert 1 <= held <= 2, held  # the search's thread and the heartbeat's, at most

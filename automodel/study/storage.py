@@ -14,6 +14,7 @@ import contextlib
 import json
 import os
 import random
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -60,6 +61,29 @@ def open_storage(storage_url: str | None, study_dir: Path) -> optuna.storages.Ba
             return optuna.storages.JournalStorage(journal_file(str(path)))
         except (ValueError, KeyError, TypeError) as err:  # replaying a line that is not a record
             raise StorageError(_corrupt(path, err)) from None
+    return _database(storage_url)
+
+
+# One storage (one SQLAlchemy engine and its pool) per database per process. Each storage
+# object keeps idle connections; a search opened four, so 32 hosts held 128 connections and
+# PostgreSQL's default max_connections (100) refused the last of them (benchmarks/load.py).
+_DATABASES: dict[tuple[str, int], optuna.storages.RDBStorage] = {}
+_DATABASES_LOCK = threading.Lock()
+
+
+def _database(storage_url: str) -> optuna.storages.RDBStorage:
+    key = (storage_url, os.getpid())  # a forked child opens its own
+    with _DATABASES_LOCK:
+        storage = _DATABASES.get(key)
+        if storage is not None:
+            with storage.engine.connect():  # a server gone since fails here, as opening would
+                pass
+            return storage
+        storage = _DATABASES[key] = _open_database(storage_url)
+        return storage
+
+
+def _open_database(storage_url: str) -> optuna.storages.RDBStorage:
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     from sqlalchemy.exc import IntegrityError, ProgrammingError
 
