@@ -218,6 +218,23 @@ def test_dead_workers_running_trials_are_failed_on_resume(make_run):
         assert states[trial.number] == (TrialState.FAIL if what in gone else TrialState.RUNNING)
 
 
+def test_a_trial_not_yet_owned_is_failed_only_once_it_is_old(make_run, monkeypatch):
+    """Between creating a trial and writing its owner, a live worker's trial has no owner; a
+    search starting on a loaded machine then failed it as dead (benchmarks/load.py)."""
+    from automodel.study import owners
+
+    run = make_run("study.n_trials=3")
+    study = search.open_study(search.prepare(run))
+    young = study.ask()  # created, no owner written yet
+    leases = run.study_dir / "owners"
+    assert studylib.fail_dead_local_trials(study, include_unowned=True, leases=leases) == []
+    assert study.get_trials()[young.number].state == TrialState.RUNNING
+    monkeypatch.setattr(owners, "UNOWNED_GRACE", 0.0)  # now old: a worker killed in between
+    assert studylib.fail_dead_local_trials(study, include_unowned=True, leases=leases) == [
+        young.number
+    ]
+
+
 def test_a_search_waiting_on_other_processes_says_so_and_frees_dead_places(
     make_run, monkeypatch, capsys
 ):

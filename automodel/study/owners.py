@@ -19,8 +19,10 @@ Owners written as `host:pid` (before automodel recorded more) are still read, by
 from __future__ import annotations
 
 import contextlib
+import datetime
 import fcntl
 import functools
+import math
 import os
 import re
 import socket
@@ -32,6 +34,10 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
 from automodel.study.attrs import FAIL_ATTR, WORKER_ATTR
+
+# A RUNNING trial without an owner younger than this may be a live worker's that has not yet
+# written its name (see fail_dead_local_trials).
+UNOWNED_GRACE = 60.0
 
 ALIVE, GONE, UNKNOWN = "alive", "gone", "unknown"
 
@@ -175,13 +181,17 @@ def fail_dead_local_trials(
     A worker killed with SIGKILL leaves its trial RUNNING; the journal has no heartbeat, so
     the next process on the same machine cleans up. A trial with no owner yet (killed between
     creation and its first write) is failed only when `include_unowned` (a local journal
-    when a search starts). `leases`: the study's lease folder. Returns the trial numbers.
+    when a search starts) and it is older than UNOWNED_GRACE_SECONDS: a live worker writes
+    its name right after creating the trial, but on a loaded machine another process starting
+    in between saw it unowned and failed it (benchmarks/load.py, 32 workers on 2 cores).
+    `leases`: the study's lease folder. Returns the trial numbers.
     """
     me, failed = this_process(), []
+    now = datetime.datetime.now()
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         text = t.user_attrs.get(WORKER_ATTR, "")
         owner = Owner.parse(text) if text else None
-        if owner is None and not (include_unowned and not text):
+        if owner is None and not (include_unowned and not text and _age(t, now) > UNOWNED_GRACE):
             continue
         if owner is not None and (owner == me or verdict(owner, me, leases) != GONE):
             continue
@@ -190,6 +200,12 @@ def fail_dead_local_trials(
         if owner is not None and leases is not None:
             (leases / owner.lease_name).unlink(missing_ok=True)
     return failed
+
+
+def _age(trial: optuna.trial.FrozenTrial, now: datetime.datetime) -> float:
+    """Seconds since the trial was created (Optuna's local-time datetime_start)."""
+    start = trial.datetime_start
+    return math.inf if start is None else (now - start).total_seconds()
 
 
 def fail_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial, why: str) -> bool:
