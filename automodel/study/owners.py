@@ -181,7 +181,7 @@ def fail_dead_local_trials(
     A worker killed with SIGKILL leaves its trial RUNNING; the journal has no heartbeat, so
     the next process on the same machine cleans up. A trial with no owner yet (killed between
     creation and its first write) is failed only when `include_unowned` (a local journal
-    when a search starts) and it is older than UNOWNED_GRACE_SECONDS: a live worker writes
+    when a search starts) and it is older than UNOWNED_GRACE seconds: a live worker writes
     its name right after creating the trial, but on a loaded machine another process starting
     in between saw it unowned and failed it (benchmarks/load.py, 32 workers on 2 cores).
     `leases`: the study's lease folder. Returns the trial numbers.
