@@ -130,7 +130,7 @@ def test_search_writes_the_export(searched):
     study_dir = searched.run.study_dir
     assert searched.export == study_dir / "export"
     assert sorted(p.name for p in searched.export.iterdir()) == ["best_model.py", "weights.pt"]
-    assert not [p for p in study_dir.iterdir() if p.name.startswith("export.")]
+    assert not [p for p in study_dir.iterdir() if p.name.startswith(("export.tmp", "export.old"))]
     assert json.loads((study_dir / "summary.json").read_text())["export"] == str(searched.export)
     source = (searched.export / "best_model.py").read_text()
     trial = searched.summary["best_trial"]
