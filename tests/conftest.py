@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -25,6 +26,12 @@ ROOT = Path(__file__).resolve().parent.parent
 STRICT = os.environ.get("AUTOMODEL_STRICT") == "1"
 # Small and fast: tabular synthetic data, a few epochs, one thread, no MLflow unless asked;
 # on the CPU, so that a machine with a GPU runs the same tests (tests of devices say theirs).
+# A test run started in the background by a non-interactive shell (`nohup ... &`) inherits
+# SIGINT ignored, and so would every search it starts: the Ctrl-C tests' signals would be
+# ignored. A handler here is reset to the default in children, which then handle Ctrl-C.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
 FAST = [
     "devices=cpu",
     "data=synthetic",
