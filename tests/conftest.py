@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -200,6 +201,25 @@ def poll_study(
         if found := pick(trials):
             return found
     return None
+
+
+def at_once(work: Callable[[], object], n: int) -> list[str]:
+    """Run `work` in `n` threads released together; the errors they raised (repr)."""
+    start, errors = threading.Barrier(n), []
+
+    def one() -> None:
+        start.wait()
+        try:
+            work()
+        except Exception as err:
+            errors.append(repr(err)[:300])
+
+    threads = [threading.Thread(target=one) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return errors
 
 
 def tree(path: Path) -> list[str]:

@@ -15,7 +15,6 @@ import os
 import runpy
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +25,7 @@ from torch import nn
 import automodel.data
 from automodel import config, export, models, search, study_export, train
 from automodel.data import DataSpec
-from tests.conftest import FAST, checkpoint, cli
+from tests.conftest import FAST, at_once, checkpoint, cli
 from tests.test_models import ACCEPTS, SHAPES, option_grid
 
 # The data each family searches in the fidelity tests. A new family adds its line here.
@@ -573,22 +572,12 @@ def test_processes_exporting_one_study_at_once_take_turns(tmp_path):
     """Every host of a cluster finishes the study and exports it into the shared folder at
     about the same moment: one's recovery of a killed export deleted another's temporary
     folder mid-write (`No such file or directory`, found by benchmarks/load.py)."""
-    start, errors = threading.Barrier(6), []
 
     def host():
-        start.wait()
-        try:
-            for _ in range(3):
-                export.write(tmp_path, _tiny(), PROVENANCE)
-        except Exception as err:
-            errors.append(repr(err))
+        for _ in range(3):
+            export.write(tmp_path, _tiny(), PROVENANCE)
 
-    hosts = [threading.Thread(target=host) for _ in range(6)]
-    for h in hosts:
-        h.start()
-    for h in hosts:
-        h.join()
-    assert errors == []
+    assert at_once(host, 6) == []
     assert sorted(p.name for p in tmp_path.iterdir()) == ["export", "export.lock"]
     export.check(tmp_path / "export", export._built(_tiny()))
 

@@ -23,6 +23,7 @@ from automodel import study as studylib
 from tests.conftest import (
     FAST,
     ROOT,
+    at_once,
     cli,
     digits_args,
     load_study,
@@ -382,36 +383,25 @@ def test_a_database_restart_mid_search_is_one_line_and_the_study_resumes(tmp_pat
     assert sum(s in studylib.FINISHED for s in states) == 4
 
 
-@needs_pg
-def test_hosts_that_open_a_new_database_at_once_all_get_in():
-    """The first processes on an empty database race to create Optuna's tables: the losers
-    (a duplicate key or table) retry instead of stopping with `cannot open study.storage`."""
-    import threading
-
+def _fresh_database() -> str:
+    """The URL of a new, empty database on the test server."""
     import sqlalchemy
 
     name = f"fresh_{uuid.uuid4().hex[:10]}"
     admin = sqlalchemy.create_engine(PG_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as c:
         c.execute(sqlalchemy.text(f"CREATE DATABASE {name}"))
-    url = PG_URL.rsplit("/", 1)[0] + f"/{name}"
-    start, errors = threading.Barrier(8), []
-
-    def host():
-        start.wait()
-        try:
-            # Below the per-process cache (whose lock would serialise these threads).
-            studylib.storage._open_database(url).remove_session()
-        except Exception as err:
-            errors.append(repr(err)[:300])
-
-    hosts = [threading.Thread(target=host) for _ in range(8)]
-    for h in hosts:
-        h.start()
-    for h in hosts:
-        h.join()
     admin.dispose()
-    assert errors == []
+    return PG_URL.rsplit("/", 1)[0] + f"/{name}"
+
+
+@needs_pg
+def test_hosts_that_open_a_new_database_at_once_all_get_in():
+    """The first processes on an empty database race to create Optuna's tables: the losers
+    (a duplicate key or table) retry instead of stopping with `cannot open study.storage`."""
+    url = _fresh_database()
+    # Below the per-process cache (whose lock would serialise these threads).
+    assert at_once(lambda: studylib.storage._open_database(url).remove_session(), 8) == []
 
 
 @needs_pg
@@ -420,17 +410,14 @@ def test_a_search_holds_one_pool_of_database_connections(make_run):
     connection), and 32 hosts then exceeded PostgreSQL's default 100 connections."""
     import sqlalchemy
 
-    name = f"fresh_{uuid.uuid4().hex[:10]}"
-    admin = sqlalchemy.create_engine(PG_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as c:
-        c.execute(sqlalchemy.text(f"CREATE DATABASE {name}"))
-    url = PG_URL.rsplit("/", 1)[0] + f"/{name}"
+    url = _fresh_database()
     run = make_run(f"study.storage={url}", "workers=1", "study.n_trials=3")
     assert studylib.open_storage(url, run.study_dir) is studylib.open_storage(url, run.study_dir)
     summary = search.search(run)
     assert summary["counts"]["complete"] + summary["counts"]["pruned"] == 3
     query = sqlalchemy.text("SELECT count(*) FROM pg_stat_activity WHERE datname = :name")
+    admin = sqlalchemy.create_engine(PG_URL)
     with admin.connect() as c:
-        held = c.execute(query, {"name": name}).scalar()
+        held = c.execute(query, {"name": url.rsplit("/", 1)[1]}).scalar()
     admin.dispose()
     assert 1 <= held <= 2, held  # the search's thread and the heartbeat's, at most

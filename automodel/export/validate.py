@@ -190,6 +190,7 @@ def _column(kind: str, c: dict) -> tuple[list, int]:
 
 def _recipe(raw: dict) -> dict:
     _known("training recipe", raw, RECIPE_KEYS)
+    epochs = checked_int("epochs", raw["epochs"], 1)
     return {
         "loss": choice("loss", raw.get("loss", "mse"), LOSSES),
         "augment": choice("augment", raw.get("augment", "none"), AUGMENTS),
@@ -202,11 +203,10 @@ def _recipe(raw: dict) -> dict:
         "momentum": checked_float("momentum", raw["momentum"]),
         "label_smoothing": checked_float("label_smoothing", raw["label_smoothing"]),
         "batch_size": checked_int("batch_size", raw["batch_size"], 1),
-        "epochs": checked_int("epochs", raw["epochs"], 1),
+        "epochs": epochs,
         # Checkpoints written before schedule_epochs existed: the schedule spanned `epochs`.
         "schedule_epochs": max(
-            checked_int("epochs", raw["epochs"], 1),
-            checked_int("schedule_epochs", raw.get("schedule_epochs", 0), 0),
+            epochs, checked_int("schedule_epochs", raw.get("schedule_epochs", 0), 0)
         ),
         "seed": checked_int("seed", raw["seed"], 0),
         "keep": choice("keep", raw.get("keep", "best"), KEEPS),

@@ -87,22 +87,24 @@ def _open_database(storage_url: str) -> optuna.storages.RDBStorage:
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     from sqlalchemy.exc import IntegrityError, ProgrammingError
 
-    for attempt in range(SCHEMA_ATTEMPTS):
+    def open_it() -> optuna.storages.RDBStorage:
+        return _Database(
+            storage_url,
+            heartbeat_interval=HEARTBEAT_SECONDS,
+            grace_period=2 * HEARTBEAT_SECONDS,
+            engine_kwargs={"pool_pre_ping": True},  # a dropped connection is replaced
+        )
+
+    for attempt in range(1, SCHEMA_ATTEMPTS):
         try:
-            return _Database(
-                storage_url,
-                heartbeat_interval=HEARTBEAT_SECONDS,
-                grace_period=2 * HEARTBEAT_SECONDS,
-                engine_kwargs={"pool_pre_ping": True},  # a dropped connection is replaced
-            )
+            return open_it()
         except (IntegrityError, ProgrammingError) as err:
             # Hosts starting on an empty database race to create Optuna's tables and types;
             # the losers see a duplicate. Once the winner has committed they open it as is.
-            racing = "duplicate" in str(err) or "already exists" in str(err)
-            if not racing or attempt == SCHEMA_ATTEMPTS - 1:
+            if "duplicate" not in str(err) and "already exists" not in str(err):
                 raise
-            time.sleep(random.uniform(0.1, 0.5) * (attempt + 1))  # noqa: S311 (a jitter)
-    raise AssertionError("unreachable")
+            time.sleep(random.uniform(0.1, 0.5) * attempt)  # noqa: S311 (a jitter)
+    return open_it()
 
 
 def _corrupt(path: Path, err: Exception) -> str:
