@@ -2,10 +2,12 @@
 
     export_ensemble(cfg, saved, command, summary, size) -> the export folder
 
-size 0: the ensemble the study shipped (summary.json's members and weights). size k: an
-ensemble selected anew in k steps among the trials the study kept (the search kept the best
-`ensemble.candidates` with their validation outputs), so that no trial is retrained. Both
-measure the ensemble's test metrics then, with the settings the study was searched with.
+size 0: the ensemble the study shipped (summary.json's members and weights; with refit, the
+refit members the search saved under <study>/ensemble/). size k: an ensemble selected anew
+in k steps among the trials the study kept (the search kept the best `ensemble.candidates`
+with their validation outputs), so that no trial is retrained; a study searched with refit
+refits the new members on every non-test row, as its search would have. Both measure the
+ensemble's test metrics then, with the settings the study was searched with.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import optuna
 import torch
 
 from automodel import export, outputs, search
+from automodel.checkpoint import CheckpointError
 from automodel.config import ConfigError, RunConfig
 from automodel.export import ensemble as rendering
 from automodel.search import ensembling
@@ -48,6 +51,18 @@ def export_ensemble(
     device = torch.device("cpu")
     if size:
         chosen = ensembling.select(plan, kept, device, size=size)
+        if summary.get("refit"):  # the study shipped a refit: so are the new members
+            if not cfg.quiet:
+                print("refitting the members on every non-test row", file=sys.stderr, flush=True)
+            ensembling.refit(plan, chosen, kept, device)
+    elif summary["ensemble"].get("refit"):
+        try:
+            chosen = ensembling.load_refit(plan, summary["ensemble"], device)
+        except (FileNotFoundError, CheckpointError) as err:
+            raise ConfigError(
+                f"study {name!r} shipped refit ensemble members that cannot be read ({err}); "
+                f"rerun its search to write them again"
+            ) from None
     else:
         entry = summary["ensemble"]
         by_number = {t.number: t for t in best}

@@ -19,6 +19,7 @@ import automodel.data
 from automodel import config, ensemble, models, search, study_export
 from automodel.__main__ import main
 from automodel.checkpoint import Checkpoint
+from automodel.data import folds
 from automodel.export import ensemble as rendering
 from automodel.search import ensembling
 from tests.conftest import FAST
@@ -83,7 +84,8 @@ def test_the_search_selects_an_ensemble_of_kept_trials(searched, capsys):
     summary, study_dir = searched.summary, searched.run.study_dir
     assert json.loads((study_dir / "summary.json").read_text()) == summary
     entry = summary["ensemble"]
-    assert set(entry) == {"members", "weights", "val", "test"}
+    assert set(entry) == {"members", "weights", "refit", "val", "test"}
+    assert entry["refit"] is False  # study.refit=false: the trials as they trained
     assert sum(entry["weights"]) <= SIZE and all(w >= 1 for w in entry["weights"])
     kept = {int(p.name) for p in (study_dir / "trials").iterdir()}
     assert len(kept) == 5 and set(entry["members"]) <= kept  # keep_top_k raised to candidates
@@ -200,6 +202,130 @@ def test_export_verb_rebuilds_an_ensemble_without_retraining(searched, capsys):
     assert source.startswith('"""Ensemble of trials') == shipped
 
 
+# ------------------------------------------------- the defaults: folds, members refit
+
+REFIT = [
+    "data.cv_folds=3",
+    "study.refit=true",
+    "search_space.params.schedule=cosine",
+    "~search_space.enqueue",
+]
+
+
+class Refitted(Searched):
+    """A finished tiny search as the defaults run small data: k-fold trials, the ensemble's
+    members (and the single model) refit on every non-test row."""
+
+    def __init__(self, run: config.RunConfig, summary: dict):
+        super().__init__(run, summary)
+        self.data = folds.refit(run.data, run.seed)  # what refit members read
+
+    def members(self) -> nn.Module:
+        entry = self.summary["ensemble"]
+        folder = self.run.study_dir / "ensemble"
+        nets = [Checkpoint.load(folder / f"{n}.pt").build_model() for n in entry["members"]]
+        return ensemble.Averaged(self.data.spec.task, nets, entry["weights"])
+
+
+@pytest.fixture(scope="module", params=list(TASKS))
+def refitted(request, tmp_path_factory) -> Refitted:
+    runs = tmp_path_factory.mktemp(f"ens-refit-{request.param}")
+    args = [*FAST, f"runs_dir={runs}", *ENSEMBLE, *REFIT, *TASKS[request.param]]
+    run = config.to_run_config(config.compose(args))
+    summary = search.search(run, "python -m automodel search")
+    if summary["shipped"] != "ensemble":  # as `searched` does: the same selection, refit
+        study_export.export_study(run, "python -m automodel export", ensemble_given=True)
+    return Refitted(run, summary)
+
+
+def test_refit_members_are_shipped_and_measured_on_the_rows_they_read(refitted, blocker, tmp_path):
+    entry, study_dir = refitted.summary["ensemble"], refitted.run.study_dir
+    assert entry["refit"] is True and refitted.summary["refit"] is True
+    saved = {p.name for p in (study_dir / "ensemble").iterdir()}
+    assert saved == {f"{n}.pt" for n in entry["members"]}
+    for n in entry["members"]:
+        raw = torch.load(study_dir / "ensemble" / f"{n}.pt", weights_only=True)
+        assert raw["refit"] and raw["recipe"]["keep"] == "last"
+    # The script reads raw rows the refit's way and gives the refit members' average.
+    script = runpy.run_path(str(refitted.export / "best_model.py"))
+    x = script["prepare"](refitted.splits["x_test"])
+    assert torch.equal(x, refitted.data.x_test)
+    with torch.inference_mode():
+        expected = refitted.members()(x)
+        got = script["load_model"]()(x)
+    assert torch.allclose(got, expected, atol=1e-6, rtol=0)
+    spec = refitted.data.spec
+    assert automodel.metrics.for_spec(spec, expected, refitted.data.y_test) == pytest.approx(
+        entry["test"], abs=1e-6
+    )
+    s = refitted.splits
+    files = refitted.save(tmp_path, x=s["x_test"], y=s["y_test"])
+    res = _script(
+        refitted.export, blocker, "evaluate", "--input", files["x"], "--labels", files["y"]
+    )
+    assert res.returncode == 0, res.stderr
+    printed = {name: float(value) for name, value in map(str.split, res.stdout.splitlines())}
+    assert printed == entry["test"]
+
+
+def test_train_on_every_non_test_row_reproduces_the_refit_members(refitted, blocker, tmp_path):
+    s = refitted.splits
+    f = refitted.save(tmp_path, x=s["x_rest"], y=s["y_rest"])
+    out = tmp_path / "retrained.pt"
+    args = ("train", "--input", f["x"], "--labels", f["y"], "--output", out)
+    res = _script(refitted.export, blocker, *args)
+    assert res.returncode == 0, res.stderr
+    shipped = torch.load(refitted.export / "weights.pt", weights_only=True)
+    retrained = torch.load(out, weights_only=True)
+    assert set(retrained) == set(shipped)
+    assert all(torch.equal(retrained[k], shipped[k]) for k in shipped)
+
+
+def test_export_verb_writes_the_refit_ensemble_again(refitted, capsys):
+    """What the study shipped comes from the saved refit members, not refit again; a new
+    selection (ensemble.size given) refits its members, here to the same bits."""
+    study_dir = refitted.run.study_dir
+    before = (study_dir / "export" / "weights.pt").read_bytes()
+    args = [*(o for o in FAST if not o.startswith("ensemble.")), f"runs_dir={study_dir.parent}"]
+    shipped = refitted.summary["shipped"] == "ensemble"
+    again = [] if shipped else [f"ensemble.size={SIZE}", "ensemble.candidates=5"]
+    assert main(["export", *args, *again, "quiet=false"]) == 0
+    assert ("refitting the members" in capsys.readouterr().err) is not shipped
+    assert (study_dir / "export" / "weights.pt").read_bytes() == before
+    if not shipped:
+        return
+    # A saved member gone: one line naming it, nothing written.
+    member = study_dir / "ensemble" / f"{refitted.summary['ensemble']['members'][0]}.pt"
+    kept = member.read_bytes()
+    member.unlink()
+    try:
+        assert main(["export", *args]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "cannot be read" in err and str(member) in err and "\n" not in err
+        assert (study_dir / "export" / "weights.pt").read_bytes() == before
+    finally:
+        member.write_bytes(kept)
+
+
+def test_members_of_folds_are_measured_on_the_data_they_read(tmp_path, blocker):
+    """Without refit, k-fold members are their trials' first-fold models: the ensemble's test
+    metrics are taken on the rows as that fold normalises them, which the script reads too
+    (measured on the holdout split's normalisation instead, RMSE 174.1 against 168.2)."""
+    args = [*FAST, f"runs_dir={tmp_path}", *ENSEMBLE, "data.cv_folds=3", "data.task=regression"]
+    run = config.to_run_config(config.compose(args))
+    summary = search.search(run, "python -m automodel search")
+    if summary["shipped"] != "ensemble":
+        study_export.export_study(run, "python -m automodel export", ensemble_given=True)
+    s = automodel.data.load_raw_splits(run.data, run.seed)
+    np.save(tmp_path / "x.npy", s["x_test"])
+    np.save(tmp_path / "y.npy", s["y_test"])
+    args = ("evaluate", "--input", tmp_path / "x.npy", "--labels", tmp_path / "y.npy")
+    res = _script(run.study_dir / "export", blocker, *args)
+    assert res.returncode == 0, res.stderr
+    printed = {name: float(value) for name, value in map(str.split, res.stdout.splitlines())}
+    assert printed == summary["ensemble"]["test"]
+
+
 # ----------------------------------------------------------- every family, one fallback
 
 
@@ -254,6 +380,7 @@ def test_an_ensemble_that_cannot_be_exported_ships_the_best_trial(make_run, monk
         val={"accuracy": 1.0, "f1_macro": 1.0},  # ranks above any single trial
         val_loss=0.0,
         module=ensemble.Averaged(spec.task, [model, other_model], [1, 1]),
+        data=plan.data,
         test={"accuracy": 1.0, "f1_macro": 1.0},
     )
     summary: dict = {}

@@ -1,9 +1,11 @@
 """An ensemble of a study's best trials: selected on their validation outputs, measured once
 on the test split, shipped when it beats the best single trial on validation.
 
-    build(plan, study, device)      -> Ensemble | None (ensemble.size = 0), test measured
+    build(plan, study, device, best)  -> Ensemble | None (ensemble.size = 0): selected,
+                                         refit with study.refit, test measured
     select(plan, trials, device, size or weights) -> Ensemble (validation only; `measure`)
     choose(plan, pairs, size or weights)          -> the same, among candidates already built
+    refit(plan, chosen, trials, device, best)     every member trained again on every row
     ship(plan, ensemble, ckpt, model, summary, provenance) -> the shipped module, its export
 
 Candidates are the study's best complete trials (`ensemble.candidates`, whose weights the
@@ -11,6 +13,15 @@ search keeps); their validation outputs come from their checkpoints (`val_output
 study with k-fold cross-validation keeps out-of-fold outputs there, with their
 `val_targets`), or are computed on the holdout validation rows. `automodel.ensemble.select`
 picks the members and weights.
+
+With study.refit, each member is then trained again on every non-test row, as the single
+model is (search/refit.py), and the ensemble of those refits is what is measured on test and
+shipped; its `val` stays the selection's estimate (validation or out-of-fold outputs of the
+members as the search trained them). The refit members share one Dataset (`Ensemble.data`:
+one encoding and normalisation, fitted on every non-test row); without refit the members read
+the data their trials trained on (with folds: the first fold's). The refit members are saved
+under <study>/ensemble/<trial>.pt, so that the export verb writes the shipped ensemble again
+without retraining.
 
 Shipping: the ensemble is shipped when it has two members or more and ranks above the best
 trial as the study ranks trials: a better validation metric, or the same metric and a lower
@@ -27,11 +38,16 @@ from torch import nn
 
 from automodel import ensemble, export, metrics, train
 from automodel.checkpoint import Checkpoint
+from automodel.data import Dataset
 from automodel.export import ensemble as export_ensemble
+from automodel.search import refit as refitting
 from automodel.search.console import warn
+from automodel.search.folds import dataset_of
 from automodel.search.plan import Plan
 from automodel.search.trial import trained
 from automodel.study import ranked
+
+REFIT_DIR = "ensemble"  # <study>/ensemble/<trial>.pt: the shipped ensemble's refit members
 
 
 @dataclass
@@ -42,6 +58,8 @@ class Ensemble:
     val: dict[str, float]  # every validation metric of the weighted average
     val_loss: float
     module: ensemble.Averaged
+    data: Dataset  # what every member reads: its encoding, normalisation and test rows
+    refit: bool = False  # the members were trained again on every non-test row
     test: dict[str, float] | None = None  # measured once, by `measure`
     test_outputs: torch.Tensor | None = None
 
@@ -50,18 +68,24 @@ class Ensemble:
         return {
             "members": [c.trial for c in self.members],
             "weights": list(self.weights),
+            "refit": self.refit,
             "val": dict(self.val),
             "test": None if self.test is None else dict(self.test),
         }
 
 
-def build(plan: Plan, study: optuna.Study, device: torch.device) -> Ensemble | None:
-    """The ensemble selected among the best `ensemble.candidates` trials, its test metrics
-    measured; None when `ensemble.size` is 0."""
+def build(plan: Plan, study: optuna.Study, device: torch.device, best=None) -> Ensemble | None:
+    """The ensemble selected among the best `ensemble.candidates` trials, its members refit
+    with study.refit, its test metrics measured; None when `ensemble.size` is 0. `best`: the
+    best trial's shipped (checkpoint, model, data) when it is a refit, reused if it joins."""
     size = plan.cfg.ensemble.size
     if not size:
         return None
-    chosen = select(plan, ranked(study)[: plan.cfg.ensemble.candidates], device, size)
+    trials = ranked(study)[: plan.cfg.ensemble.candidates]
+    chosen = select(plan, trials, device, size)
+    if plan.cfg.study.refit:
+        refit(plan, chosen, trials, device, best)
+        save_refit(plan.cfg.study_dir, chosen.members)
     measure(plan, chosen)
     return chosen
 
@@ -83,7 +107,10 @@ def choose(
 ) -> Ensemble:
     """`select` among candidates already built: (Checkpoint, model) pairs, best first."""
     outputs, y = _validation(plan, pairs)
-    spec = plan.data.spec
+    # Every candidate read the same data (with folds: each kept the first fold's model), and
+    # its outputs are in that data's units: a regression's metrics are taken in them.
+    data = dataset_of(plan, pairs[0][0])
+    spec = data.spec
     if weights is None:
         picked = ensemble.select(outputs, y, spec.task, size, spec.target_std)
         pairs = [pairs[i] for i in picked.members]
@@ -95,19 +122,78 @@ def choose(
         members=[c for c, _ in pairs],
         models=models,
         weights=list(weights),
-        val=metrics.compute(spec.task, averaged, y, spec.target_std),
+        val=metrics.for_spec(spec, averaged, y),
         val_loss=metrics.loss(spec.task, averaged, y),
         module=ensemble.Averaged(spec.task, models, weights),
+        data=data,
+    )
+
+
+def refit(
+    plan: Plan,
+    chosen: Ensemble,
+    trials: list[optuna.trial.FrozenTrial],
+    device: torch.device,
+    best=None,
+) -> None:
+    """Train every member of `chosen` again on every non-test row, as search/refit.py trains
+    the single model (the same rows, seed, epochs and schedule), and make the ensemble theirs.
+    `best`: the best trial's refit (checkpoint, model, data), reused when that trial is a
+    member. The selection's validation metrics stay."""
+    by_number = {t.number: t for t in trials}
+    reuse = best is not None and best[0].extra.get("refit")
+    data = best[2] if reuse else refitting.refit_rows(plan, device)
+    members, models = [], []
+    for member in chosen.members:
+        if reuse and member.trial == best[0].trial:
+            ckpt, model = best[0], best[1]
+        else:
+            ckpt, model, _ = refitting.refit(plan, by_number[member.trial], member, device, data)
+        members.append(ckpt)
+        models.append(model)
+    chosen.members, chosen.models, chosen.data, chosen.refit = members, models, data, True
+    chosen.module = ensemble.Averaged(data.spec.task, models, chosen.weights)
+
+
+def save_refit(study_dir, members: list[Checkpoint]) -> None:
+    """The refit members as <study>/ensemble/<trial>.pt; no other file is left there."""
+    folder = study_dir / REFIT_DIR
+    folder.mkdir(exist_ok=True)
+    names = {f"{c.trial}.pt" for c in members}
+    for c in members:
+        c.save(folder / f"{c.trial}.pt")
+    for stale in folder.iterdir():
+        if stale.name not in names:
+            stale.unlink(missing_ok=True)
+
+
+def load_refit(plan: Plan, entry: dict, device: torch.device) -> Ensemble:
+    """The ensemble a search shipped with refit members (summary.json's `entry`), from the
+    members save_refit wrote; its `val` as the search selected it, its test not yet measured.
+    Raises FileNotFoundError or checkpoint.CheckpointError when a member is missing or torn."""
+    members = [
+        Checkpoint.load(plan.cfg.study_dir / REFIT_DIR / f"{n}.pt") for n in entry["members"]
+    ]
+    models = [c.build_model(device) for c in members]
+    data = refitting.refit_rows(plan, device)
+    return Ensemble(
+        members=members,
+        models=models,
+        weights=list(entry["weights"]),
+        val=dict(entry["val"]),
+        val_loss=float("nan"),  # not recorded: only the selection compared losses
+        module=ensemble.Averaged(data.spec.task, models, entry["weights"]),
+        data=data,
+        refit=True,
     )
 
 
 def measure(plan: Plan, chosen: Ensemble) -> None:
     """The ensemble's outputs and metrics on the test split (the one place it is touched)."""
-    spec = plan.data.spec
-    dataset = plan.data.to(next(chosen.module.parameters()).device)
+    dataset = chosen.data.to(next(chosen.module.parameters()).device)
     batch = plan.cfg.trainer.eval_batch_size
     chosen.test_outputs = train.predict_logits(chosen.module, dataset.x_test, batch)
-    chosen.test = metrics.compute(spec.task, chosen.test_outputs, dataset.y_test, spec.target_std)
+    chosen.test = metrics.for_spec(dataset.spec, chosen.test_outputs, dataset.y_test)
 
 
 def beats(plan: Plan, chosen: Ensemble, best: Checkpoint, model: nn.Module) -> bool:

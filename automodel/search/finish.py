@@ -51,14 +51,15 @@ def finish(
     ckpt.save(study_dir / "best_model.pt")
     outputs.write_json(study_dir / "best_params.json", ckpt.params)
     summary = {**_summary(plan, study, ckpt, wall, command), **described(ckpt)}
-    chosen = ensembling.build(plan, study, device)  # None unless ensemble.size > 0
+    # None unless ensemble.size > 0; its members refit with study.refit (the best one reused).
+    chosen = ensembling.build(plan, study, device, (ckpt, model, dataset))
     if tracker is not None:
         # Final before the export, whose provenance names it: duplicates are merged by now.
         summary["mlflow_run_id"] = tracker.settle()
     prov = export.provenance(summary["study"], command, summary.get("mlflow_run_id"))
     sent, sent_outputs = ensembling.ship(plan, chosen, ckpt, model, summary, prov)
-    if sent_outputs is not None:  # the ensemble: its members read the search's own data
-        dataset, test_outputs = plan.data.to(device), sent_outputs
+    if sent_outputs is not None:  # the ensemble: the data its members read
+        dataset, test_outputs = chosen.data.to(device), sent_outputs
     summary["importance"] = _explain(plan, sent, dataset)
     outputs.write_json(study_dir / "summary.json", summary)
     if tracker is not None:

@@ -41,17 +41,23 @@ def shipped(
 
 
 def refit(
-    plan: Plan, trial: optuna.trial.FrozenTrial, selected: Checkpoint, device: torch.device
+    plan: Plan,
+    trial: optuna.trial.FrozenTrial,
+    selected: Checkpoint,
+    device: torch.device,
+    dataset: Dataset | None = None,
 ) -> tuple[Checkpoint, torch.nn.Module, Dataset]:
     """`selected`'s params trained on every non-test row for the trial's best epoch count.
 
     Seeded like the trial (seed + its number). The checkpoint keeps the trial's validation
     metrics (`val`: the estimate the search selected it by; the refit model itself has no
-    validation rows) and says it is a refit (`extra["refit"]`).
+    validation rows) and says it is a refit (`extra["refit"]`). `dataset`: the refit's rows
+    on `device` when the caller has them (an ensemble's members share them), else loaded.
     """
     cfg = plan.cfg
     epochs = max(1, int(trial.user_attrs.get("best_epoch") or selected.recipe.epochs))
-    dataset = data_folds.refit(cfg.data, cfg.seed).to(device)
+    if dataset is None:
+        dataset = refit_rows(plan, device)
     seed = cfg.seed + trial.number
     train.seed_everything(seed)
     model = models.create(plan.space.family, selected.params, dataset.spec).to(device)
@@ -68,6 +74,11 @@ def refit(
     if "cv" in selected.extra:
         ckpt.extra["cv"] = selected.extra["cv"]
     return ckpt, model, dataset
+
+
+def refit_rows(plan: Plan, device: torch.device) -> Dataset:
+    """Every non-test row to train on, encoded and normalised on them all (data.folds.refit)."""
+    return data_folds.refit(plan.cfg.data, plan.cfg.seed).to(device)
 
 
 def described(checkpoint: Checkpoint) -> dict:
