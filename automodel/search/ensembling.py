@@ -84,7 +84,10 @@ def build(plan: Plan, study: optuna.Study, device: torch.device, best=None) -> E
     trials = ranked(study)[: plan.cfg.ensemble.candidates]
     chosen = select(plan, trials, device, size)
     if plan.cfg.study.refit:
-        refit(plan, chosen, trials, device, best)
+        if best is not None and best[0].extra.get("refit"):  # reused if it joins
+            refit(plan, chosen, trials, device, {best[0].trial: best[:2]}, best[2])
+        else:
+            refit(plan, chosen, trials, device)
         save_refit(plan.cfg.study_dir, chosen.members)
     measure(plan, chosen)
     return chosen
@@ -134,25 +137,24 @@ def refit(
     chosen: Ensemble,
     trials: list[optuna.trial.FrozenTrial],
     device: torch.device,
-    best=None,
+    done: dict | None = None,
+    data: Dataset | None = None,
 ) -> None:
     """Train every member of `chosen` again on every non-test row, as search/refit.py trains
     the single model (the same rows, seed, epochs and schedule), and make the ensemble theirs.
-    `best`: the best trial's refit (checkpoint, model, data), reused when that trial is a
-    member. The selection's validation metrics stay."""
+    The selection's validation metrics stay. `done`: refits already made ({trial number:
+    (checkpoint, model)}, the best trial's), reused and added to; `data`: their rows."""
     by_number = {t.number: t for t in trials}
-    reuse = best is not None and best[0].extra.get("refit")
-    data = best[2] if reuse else refitting.refit_rows(plan, device)
-    members, models = [], []
+    done = {} if done is None else done
+    data = refitting.refit_rows(plan, device) if data is None else data
     for member in chosen.members:
-        if reuse and member.trial == best[0].trial:
-            ckpt, model = best[0], best[1]
-        else:
+        if member.trial not in done:
             ckpt, model, _ = refitting.refit(plan, by_number[member.trial], member, device, data)
-        members.append(ckpt)
-        models.append(model)
-    chosen.members, chosen.models, chosen.data, chosen.refit = members, models, data, True
-    chosen.module = ensemble.Averaged(data.spec.task, models, chosen.weights)
+            done[member.trial] = (ckpt, model)
+    chosen.members = [done[m.trial][0] for m in chosen.members]
+    chosen.models = [done[c.trial][1] for c in chosen.members]
+    chosen.data, chosen.refit = data, True
+    chosen.module = ensemble.Averaged(data.spec.task, chosen.models, chosen.weights)
 
 
 def save_refit(study_dir, members: list[Checkpoint]) -> None:
