@@ -17,7 +17,7 @@ import contextlib
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import torch
 from torch import nn
@@ -88,6 +88,16 @@ class Recipe:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @property
+    def span(self) -> int:
+        """The epochs the learning-rate schedule spans."""
+        return max(self.epochs, self.schedule_epochs)
+
+    def stopped_at(self, epochs: int) -> Recipe:
+        """The first `epochs` epochs of this recipe, inside its schedule, keeping the last
+        weights: how a fold model kept at the folds' best epoch, or a refit, trains again."""
+        return replace(self, epochs=epochs, schedule_epochs=self.span, keep="last")
 
 
 @dataclass
@@ -271,9 +281,7 @@ class Fitting:
             batch_size=recipe.batch_size,
             seed=recipe.seed,
             augmentation=recipe.augment,
-            schedule=new_schedule(
-                optimizer, recipe.schedule, max(recipe.epochs, recipe.schedule_epochs)
-            ),
+            schedule=new_schedule(optimizer, recipe.schedule, recipe.span),
             step=FusedStep(optimizer),
             forward=torch.compile(model) if compile else None,
             autocast=_autocast(device),

@@ -48,9 +48,9 @@ def test_auto_folds_small_data_and_keeps_one_split_for_large(make_run, monkeypat
 PARAMS = {"depth": 1, "width_l0": 16, "dropout": 0.3}  # dropout draws from torch's generator
 
 
-def test_lockstep_trains_each_fold_as_fit_alone_and_reports_their_mean(make_run):
+def test_lockstep_keeps_every_fold_at_the_epoch_where_their_mean_is_best(make_run):
     folds = data_folds.load(make_run().data, 0, 3)
-    recipe = train.Recipe(epochs=3, batch_size=32, seed=5)
+    recipe = train.Recipe(epochs=6, batch_size=32, seed=5, schedule="cosine")
     built, states = [], []
     for fold in folds.datasets:
         torch.manual_seed(5)
@@ -59,19 +59,23 @@ def test_lockstep_trains_each_fold_as_fit_alone_and_reports_their_mean(make_run)
     seen: list[train.Epoch] = []
     together = crossval.fit_folds(built, folds, recipe, states, on_epoch_end=seen.append)
     alone = []
-    for fold in folds.datasets:  # each fold on its own, from the same seed
+    for fold in folds.datasets:  # each fold on its own, from the same seed, every epoch
         torch.manual_seed(5)
         alone.append(train.fit(models.create("mlp", PARAMS, fold.spec), fold, recipe))
-    for a, b in zip(together.fits, alone, strict=True):
-        assert (a.best_epoch, a.best_metrics) == (b.best_epoch, b.best_metrics)
-        assert all(torch.equal(a.best_state[k], b.best_state[k]) for k in b.best_state)
-    for epoch, record in enumerate(seen):
+    for epoch, record in enumerate(seen):  # the reported curve: the folds' mean
         fold_values = [f.history[epoch].value for f in alone]
         assert record.value == pytest.approx(statistics.fmean(fold_values))
-    assert together.metrics["accuracy"] == pytest.approx(
-        statistics.fmean(f.best_value for f in alone)
-    )
-    assert together.refit_epochs == math.floor(statistics.fmean(together.best_epochs) + 0.5)
+    values = [r.value for r in seen]
+    best = values.index(max(values)) + 1  # the first epoch of the best mean
+    assert together.best_epochs == [best] * 3 and together.refit_epochs == best
+    assert together.metrics["accuracy"] == pytest.approx(values[best - 1])
+    for fold, fit, model in zip(folds.datasets, together.fits, built, strict=True):
+        # The fold's weights are those of training it alone for `best` epochs of the schedule.
+        torch.manual_seed(5)
+        again = train.fit(models.create("mlp", PARAMS, fold.spec), fold, recipe.stopped_at(best))
+        assert all(torch.equal(fit.best_state[k], again.best_state[k]) for k in fit.best_state)
+        assert all(torch.equal(v, fit.best_state[k]) for k, v in model.state_dict().items())
+        assert fit.best_metrics == fit.history[best - 1].val
 
 
 def test_out_of_fold_regression_outputs_share_the_first_folds_normalisation(make_run):
@@ -129,6 +133,16 @@ def test_a_cross_validated_search_reports_the_folds_and_ships_the_first(make_run
     assert ckpt.spec == fold.spec and ckpt.extra["fold"] == 1
     test = train.evaluate(ckpt.build_model(), fold.x_test, fold.y_test, fold.spec)
     assert {k: test[k] for k in summary["test"]} == summary["test"]
+    # Kept at the folds' best epoch: its recipe (that many epochs of the trials' schedule, the
+    # last weights) trains the first fold to these weights again, as the script's `train` does.
+    recipe = ckpt.recipe
+    assert (recipe.keep, recipe.epochs) == ("last", best.user_attrs["best_epoch"])
+    assert recipe.span == run.trainer.max_epochs
+    train.seed_everything(recipe.seed)
+    again = models.create("mlp", ckpt.params, fold.spec)
+    train.fit(again, fold, recipe)
+    shipped = ckpt.build_model().state_dict()
+    assert all(torch.equal(v, shipped[k]) for k, v in again.state_dict().items())
     capsys.readouterr()
     status.show(run, one_study=True)
     shown = capsys.readouterr().out
@@ -181,9 +195,8 @@ def test_refit_trains_every_non_test_row_for_the_best_epoch_count(make_run, fold
     best = load_study(run.study_dir).trials[summary["best_trial"]]
     ckpt = Checkpoint.load(run.study_dir / "best_model.pt")
     assert ckpt.recipe.keep == "last" and ckpt.recipe.epochs == best.user_attrs["best_epoch"]
-    if folds:
-        mean = statistics.fmean(best.user_attrs["fold_best_epochs"])
-        assert ckpt.recipe.epochs == math.floor(mean + 0.5)
+    if folds:  # one epoch count for all folds: where their mean was best
+        assert set(best.user_attrs["fold_best_epochs"]) == {ckpt.recipe.epochs}
     assert ckpt.extra["refit"] is True and ckpt.val == summary["val"]
     every_row = data_folds.refit(run.data, run.seed)
     assert len(every_row.x_train) == len(data.load_raw_splits(run.data, run.seed)["y_rest"])

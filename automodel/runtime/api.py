@@ -137,7 +137,8 @@ def train(
     The seed is set just before the model is built (the same initial weights), and seeds
     the batch order and the augmentation; with validation rows the weights of the best
     validation epoch are kept, unless KEEP is "last" (a refit: the search trained on every
-    non-test row for EPOCHS epochs and kept the last weights; validation rows are then only
+    non-test row for EPOCHS epochs and kept the last weights; or a fold of a cross-validated
+    trial, kept at the epoch where the folds' mean was best; validation rows are then only
     reported). On a CPU, with the same data and seed, it reproduces the search's model.
 
     Returns the model (in eval mode) and its best validation METRIC (None without

@@ -144,5 +144,5 @@ def augment(x: torch.Tensor, kind: str, generator: torch.Generator) -> torch.Ten
 
 KEEPS = {  # which weights `train` keeps
     "best": "the best validation epoch's weights (the last without validation rows)",
-    "last": "the last epoch's weights (a refit: no validation rows chose an epoch)",
+    "last": "the last epoch's weights (EPOCHS: a refit's, or the folds' best epoch count)",
 }

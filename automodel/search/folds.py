@@ -5,10 +5,11 @@
     val_outputs(study_dir, number)         a kept trial's validation outputs and targets
     dataset_of(plan, checkpoint)           the Dataset a checkpoint's model reads (its fold's)
 
-A trial's value is the mean over the folds of each fold's best validation metric; the folds
-train in lockstep (automodel.crossval), so the trial reports the folds' mean every epoch and
-the study's pruner stops weak trials as early as with one validation split. A kept trial holds
-the first fold's model (its spec is that fold's), the folds' mean and spread, and the
+A trial's value is the folds' mean validation metric at the epoch where that mean is best;
+the folds train in lockstep (automodel.crossval), so the trial reports the folds' mean every
+epoch and the study's pruner stops weak trials as early as with one validation split. A kept
+trial holds the first fold's model at that epoch (its spec is that fold's; its recipe stops
+there: Recipe.stopped_at), the folds' mean and spread, and the
 out-of-fold outputs of every non-test row (`extra["val_outputs"]`, `extra["val_targets"]`).
 """
 
@@ -82,9 +83,10 @@ def train_trial(objective, trial: optuna.Trial, params: dict) -> float:
 
 def _checkpoint(plan, params, recipe, number, fold_models, result, folds) -> Checkpoint:
     first = folds.datasets[0]
-    ckpt = Checkpoint.from_fit(
-        plan.space.family, params, first.spec, recipe, number, result.fits[0]
-    )
+    # The first fold's model stopped at the folds' best epoch: its recipe says so, and the
+    # exported script's `train` on that fold's rows gives these weights again.
+    kept = recipe.stopped_at(max(1, result.fits[0].best_epoch))
+    ckpt = Checkpoint.from_fit(plan.space.family, params, first.spec, kept, number, result.fits[0])
     ckpt.val = result.metrics
     val_outputs, val_targets = crossval.out_of_fold(
         fold_models, folds, first.spec, plan.cfg.trainer.eval_batch_size

@@ -7,7 +7,7 @@
 
 With study.refit, the best trial's params are trained again on every non-test row (train and
 validation, or every fold's rows: the encoding and normalisation fitted on them all) for the
-best number of epochs the search found (with folds, their mean best epoch, rounded), keeping
+best number of epochs the search found (with folds, where their mean was best), keeping
 the last epoch's weights (Recipe.keep = "last"): there are no validation rows left to choose
 an epoch on. The learning-rate schedule is the one the trials ran, over their epochs
 (Recipe.schedule_epochs): the refit stops where the trials were best inside it. A cosine
@@ -62,8 +62,8 @@ def refit(
     train.seed_everything(seed)
     model = models.create(plan.space.family, selected.params, dataset.spec).to(device)
     # The schedule its trials ran (a cosine over their max_epochs), stopped at the best epoch.
-    recipe = train.Recipe.from_params(
-        selected.params, epochs, seed, keep="last", schedule_epochs=selected.recipe.epochs
+    recipe = train.Recipe.from_params(selected.params, selected.recipe.span, seed).stopped_at(
+        epochs
     )
     result = train.fit(model, dataset, recipe, eval_batch_size=cfg.trainer.eval_batch_size)
     ckpt = Checkpoint.from_fit(
