@@ -96,7 +96,7 @@ def fit_folds(
 
     After each epoch `on_epoch_end` gets the folds' mean (losses, every metric, seconds
     summed); it may raise to stop them all (a pruned trial). Every fold keeps its weights of
-    the epoch whose mean is best (the metric; the first of equals), and draws its dropout
+    the epoch whose mean ranks best (the metric, then the lower loss), and draws its dropout
     masks from its own generator state (`rng_states[i]`, see `rng_state`), so it trains to
     the same weights as `train.fit` alone for that many epochs of the same schedule: the
     exported script's `train` reproduces a fold's model.
@@ -108,8 +108,8 @@ def fit_folds(
         for m, d in zip(models, folds.datasets, strict=True)
     ]
     runs, states, history = [iter(f) for f in fittings], list(rng_states), []
-    best_epoch, best_value, kept = 0, metrics.worst(direction), None
-    for epoch in range(1, recipe.epochs + 1):
+    best, kept = None, None  # the folds' best mean epoch so far, and their weights then
+    for _ in range(recipe.epochs):
         records = []
         for i, run in enumerate(runs):
             _set_rng_state(states[i], device)
@@ -117,16 +117,26 @@ def fit_folds(
             states[i] = rng_state(device)
         mean = _mean_epoch(records, folds.datasets[0].spec.metric)
         history.append(mean)
-        if metrics.better(direction, mean.value, best_value):
-            best_epoch, best_value = epoch, mean.value
-            kept = [loop.snapshot(m) for m in models]
+        if _ranks_above(direction, mean, best):
+            best, kept = mean, [loop.snapshot(m) for m in models]
         if on_epoch_end is not None:
             on_epoch_end(mean)
     fits = [f.result() for f in fittings]
-    if kept is not None:  # else no epoch had a finite metric: each fold's own result stands
+    if best is not None:  # else no epoch had a finite metric: each fold's own result stands
         for fit, model, state in zip(fits, models, kept, strict=True):
-            _keep(fit, model, state, best_epoch)
+            _keep(fit, model, state, best.epoch)
     return FoldsResult(fits, history)
+
+
+def _ranks_above(direction: str, record: train.Epoch, best: train.Epoch | None) -> bool:
+    """Does the folds' mean `record` rank above `best` (an earlier epoch's, or None) as trials
+    rank: a better metric, or the same metric and a lower validation loss. Accuracy on a few
+    rows plateaus for many epochs; the earliest of the plateau would stop a refit early."""
+    if best is None:
+        return metrics.better(direction, record.value, metrics.worst(direction))
+    if record.value == best.value:
+        return record.val_loss < best.val_loss
+    return metrics.better(direction, record.value, best.value)
 
 
 def _keep(fit: train.FitResult, model: nn.Module, state: dict, epoch: int) -> None:

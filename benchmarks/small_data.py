@@ -286,6 +286,12 @@ def main() -> None:
     parser.add_argument("--pruning", type=int, metavar="TRIALS", help="compare the pruners")
     parser.add_argument("--out", default=str(sbs.ROOT / "runs" / "small_data.jsonl"))
     parser.add_argument("--report", help="print the table of a JSON-lines file and exit")
+    parser.add_argument(
+        "--modes",
+        default=",".join(MODES),
+        help="holdout, kfold or both: rerun one after a change to it (the other's records "
+        "from an earlier run in the same --out file complete the --report)",
+    )
     args = parser.parse_args()
     if args.report:
         records = [json.loads(line) for line in Path(args.report).read_text().splitlines()]
@@ -301,18 +307,19 @@ def main() -> None:
         print(sbs.load())
         return
     seeds = [int(s) for s in args.seeds.split(",")]
+    modes = [m for m in MODES if m in args.modes.split(",")]
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     print(sbs.load(), flush=True)
     records = []
     jobs = (
-        [(lambda s=s, m=m: run_digits(s, m)) for s in seeds for m in MODES]
+        [(lambda s=s, m=m: run_digits(s, m)) for s in seeds for m in modes]
         if args.digits
         else [
             (lambda t=t, s=s, m=m: run_table(t, s, m, args.budget))
             for t in args.tables.split(",")
             for s in seeds
-            for m in (list(MODES) if s % 2 == 0 else list(MODES)[::-1])  # drift hits both alike
+            for m in (modes if s % 2 == 0 else modes[::-1])  # drift hits both alike
         ]
     )
     for job in jobs:
