@@ -5,7 +5,7 @@ on the test split, shipped when it beats the best single trial on validation.
                                          refit with study.refit, test measured
     select(plan, trials, device, size or weights) -> Ensemble (validation only; `measure`)
     choose(plan, pairs, size or weights)          -> the same, among candidates already built
-    refit(plan, chosen, trials, device, best)     every member trained again on every row
+    refit(plan, chosen, trials, device, done, data)  every member trained again on every row
     ship(plan, ensemble, ckpt, model, summary, provenance) -> the shipped module, its export
 
 Candidates are the study's best complete trials (`ensemble.candidates`, whose weights the
