@@ -23,7 +23,7 @@ from automodel.data import folds
 from automodel.export import ensemble as rendering
 from automodel.search import ensembling
 from tests.conftest import FAST
-from tests.test_export import PROVENANCE, _checkpoint, _ruff, _script, _spec
+from tests.test_export import PROVENANCE, _checkpoint, _evaluated, _ruff, _script, _spec
 
 SIZE = 4
 ENSEMBLE = [
@@ -116,13 +116,18 @@ def test_the_ensembles_validation_metric_is_its_averaged_outputs(searched):
 # ------------------------------------------------------------------- the generated script
 
 
-def test_exported_ensemble_gives_the_in_process_outputs(searched):
-    script = runpy.run_path(str(searched.export / "best_model.py"))
-    x = script["prepare"](searched.splits["x_test"])
-    assert torch.equal(x, searched.data.x_test)
+def _script_and_members(found: Searched) -> tuple[dict, torch.Tensor, torch.Tensor]:
+    """The exported script's namespace, and its model's and the in-process members' outputs
+    on the raw test rows, which the script reads as the search's data holds them."""
+    script = runpy.run_path(str(found.export / "best_model.py"))
+    x = script["prepare"](found.splits["x_test"])
+    assert torch.equal(x, found.data.x_test)
     with torch.inference_mode():
-        expected = searched.members()(x)
-        got = script["load_model"]()(x)
+        return script, script["load_model"]()(x), found.members()(x)
+
+
+def test_exported_ensemble_gives_the_in_process_outputs(searched):
+    script, got, expected = _script_and_members(searched)
     assert torch.allclose(got, expected, atol=1e-6, rtol=0)
     entry = searched.summary["ensemble"]
     assert tuple(entry["weights"]) == script["Model"].MEMBER_WEIGHTS
@@ -138,12 +143,7 @@ def test_exported_ensemble_gives_the_in_process_outputs(searched):
 
 def test_evaluate_prints_the_ensembles_test_metrics_exactly(searched, blocker, tmp_path):
     s = searched.splits
-    files = searched.save(tmp_path, x=s["x_test"], y=s["y_test"])
-    res = _script(
-        searched.export, blocker, "evaluate", "--input", files["x"], "--labels", files["y"]
-    )
-    assert res.returncode == 0, res.stderr
-    printed = {name: float(value) for name, value in map(str.split, res.stdout.splitlines())}
+    printed = _evaluated(searched.export, blocker, tmp_path, s["x_test"], s["y_test"])
     assert printed == searched.summary["ensemble"]["test"]  # every metric, to the last digit
 
 
@@ -247,24 +247,14 @@ def test_refit_members_are_shipped_and_measured_on_the_rows_they_read(refitted, 
         raw = torch.load(study_dir / "ensemble" / f"{n}.pt", weights_only=True)
         assert raw["refit"] and raw["recipe"]["keep"] == "last"
     # The script reads raw rows the refit's way and gives the refit members' average.
-    script = runpy.run_path(str(refitted.export / "best_model.py"))
-    x = script["prepare"](refitted.splits["x_test"])
-    assert torch.equal(x, refitted.data.x_test)
-    with torch.inference_mode():
-        expected = refitted.members()(x)
-        got = script["load_model"]()(x)
+    _, got, expected = _script_and_members(refitted)
     assert torch.allclose(got, expected, atol=1e-6, rtol=0)
     spec = refitted.data.spec
     assert automodel.metrics.for_spec(spec, expected, refitted.data.y_test) == pytest.approx(
         entry["test"], abs=1e-6
     )
     s = refitted.splits
-    files = refitted.save(tmp_path, x=s["x_test"], y=s["y_test"])
-    res = _script(
-        refitted.export, blocker, "evaluate", "--input", files["x"], "--labels", files["y"]
-    )
-    assert res.returncode == 0, res.stderr
-    printed = {name: float(value) for name, value in map(str.split, res.stdout.splitlines())}
+    printed = _evaluated(refitted.export, blocker, tmp_path, s["x_test"], s["y_test"])
     assert printed == entry["test"]
 
 
@@ -317,12 +307,7 @@ def test_members_of_folds_are_measured_on_the_data_they_read(tmp_path, blocker):
     if summary["shipped"] != "ensemble":
         study_export.export_study(run, "python -m automodel export", ensemble_given=True)
     s = automodel.data.load_raw_splits(run.data, run.seed)
-    np.save(tmp_path / "x.npy", s["x_test"])
-    np.save(tmp_path / "y.npy", s["y_test"])
-    args = ("evaluate", "--input", tmp_path / "x.npy", "--labels", tmp_path / "y.npy")
-    res = _script(run.study_dir / "export", blocker, *args)
-    assert res.returncode == 0, res.stderr
-    printed = {name: float(value) for name, value in map(str.split, res.stdout.splitlines())}
+    printed = _evaluated(run.study_dir / "export", blocker, tmp_path, s["x_test"], s["y_test"])
     assert printed == summary["ensemble"]["test"]
 
 

@@ -70,6 +70,17 @@ def blocker(tmp_path_factory) -> Path:
     return root
 
 
+def _evaluated(export_dir: Path, blocker: Path, folder: Path, x, y, *more: str) -> dict:
+    """Every metric `best_model.py evaluate` prints for rows `x` and labels `y` (saved as
+    .npy files in `folder`), without automodel; `more`: further options (--weights)."""
+    np.save(folder / "evaluate_x.npy", x)
+    np.save(folder / "evaluate_y.npy", y)
+    files = ("--input", folder / "evaluate_x.npy", "--labels", folder / "evaluate_y.npy")
+    res = _script(export_dir, blocker, "evaluate", *files, *more)
+    assert res.returncode == 0, res.stderr
+    return {name: float(value) for name, value in map(str.split, res.stdout.splitlines())}
+
+
 def _script(export_dir: Path, blocker: Path, *args: str, timeout: float = 300):
     """`python best_model.py ...` from the export folder, without automodel."""
     env = {
@@ -156,12 +167,7 @@ def test_exported_model_gives_the_trained_models_outputs(searched):
 
 def test_evaluate_reproduces_the_test_metric_exactly(searched, blocker, tmp_path):
     s = searched.splits
-    files = searched.save(tmp_path, x=s["x_test"], y=s["y_test"])
-    res = _script(
-        searched.export, blocker, "evaluate", "--input", files["x"], "--labels", files["y"]
-    )
-    assert res.returncode == 0, res.stderr
-    printed = {name: float(value) for name, value in map(str.split, res.stdout.splitlines())}
+    printed = _evaluated(searched.export, blocker, tmp_path, s["x_test"], s["y_test"])
     assert printed == searched.summary["test"]  # every metric, to the last digit
 
 
@@ -221,8 +227,6 @@ def test_train_reproduces_a_refit_model(tmp_path, blocker):
         y=s["y_rest"],
         xv=s["x_val"],
         yv=s["y_val"],
-        xt=s["x_test"],
-        yt=s["y_test"],
     )
     shipped = torch.load(refit.export / "weights.pt", weights_only=True)
     epochs = torch.load(run.study_dir / "best_model.pt", weights_only=True)["recipe"]["epochs"]
@@ -236,10 +240,9 @@ def test_train_reproduces_a_refit_model(tmp_path, blocker):
         )
         retrained = torch.load(out, weights_only=True)
         assert all(torch.equal(retrained[k], shipped[k]) for k in shipped)
-    res = _script(
-        refit.export, blocker, "evaluate", "--input", f["xt"], "--labels", f["yt"], "--weights", out
+    printed = _evaluated(
+        refit.export, blocker, tmp_path, s["x_test"], s["y_test"], "--weights", out
     )
-    printed = {name: float(value) for name, value in map(str.split, res.stdout.splitlines())}
     assert printed == refit.summary["test"]
 
 
