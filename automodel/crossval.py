@@ -104,7 +104,9 @@ def fit_folds(
     device = folds.datasets[0].y_train.device
     direction = folds.datasets[0].spec.direction
     fittings = [
-        train.Fitting(m, d, recipe, eval_batch_size=eval_batch_size, compile=compile)
+        train.Fitting(
+            m, d, recipe, eval_batch_size=eval_batch_size, compile=compile, own_best=False
+        )
         for m, d in zip(models, folds.datasets, strict=True)
     ]
     runs, states, history = [iter(f) for f in fittings], list(rng_states), []
@@ -122,7 +124,7 @@ def fit_folds(
         if on_epoch_end is not None:
             on_epoch_end(mean)
     fits = [f.result() for f in fittings]
-    if best is not None:  # else no epoch had a finite metric: each fold's own result stands
+    if best is not None:  # else no epoch had a finite metric: nothing to keep (best_epoch 0)
         for fit, model, state in zip(fits, models, kept, strict=True):
             _keep(fit, model, state, best.epoch)
     return FoldsResult(fits, history)

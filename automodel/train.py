@@ -256,12 +256,22 @@ class Fitting:
     validates and yields its `Epoch`; `result()` then restores the kept weights.
 
     Several of them advance in lockstep to train the folds of a cross-validated trial
-    (automodel.crossval); `fit` runs one to the end.
+    (automodel.crossval), which keeps the folds' weights itself (`own_best=False`: no copy
+    of each fold's own best epoch is taken, and `result()` leaves the weights as they are);
+    `fit` runs one to the end.
     """
 
     def __init__(
-        self, model: nn.Module, data, recipe: Recipe, *, eval_batch_size=2048, compile: bool = False
+        self,
+        model: nn.Module,
+        data,
+        recipe: Recipe,
+        *,
+        eval_batch_size=2048,
+        compile: bool = False,
+        own_best: bool = True,
     ):
+        self.own_best = own_best
         device = data.y_train.device
         layout = loop.memory_format(model)
         model.to(memory_format=layout)
@@ -302,7 +312,7 @@ class Fitting:
                 val_loss, value = val.pop("loss"), val[spec.metric]
             record = Epoch(epoch, train_loss, val_loss, val, value, lr, time.perf_counter() - start)
             result.history.append(record)
-            if metrics.better(spec.direction, value, result.best_value):
+            if self.own_best and metrics.better(spec.direction, value, result.best_value):
                 result.best_epoch, result.best_value, result.best_metrics = epoch, value, val
                 result.best_state = loop.snapshot(self.model)
             yield record
@@ -310,6 +320,8 @@ class Fitting:
 
     def result(self) -> FitResult:
         """The FitResult, with the model restored to the kept weights."""
+        if not self.own_best:
+            return self.fit
         if self.recipe.keep == "last" and self.fit.history:
             self.fit.best_epoch = len(self.fit.history)
             self.fit.best_state = loop.snapshot(self.model)
